@@ -83,10 +83,12 @@ def _record_problem(data: bytes, err: Any, header: struct.Struct, what: str) -> 
         return f"{where}: truncated header ({left} bytes left, a header is {header.size})"
     lengths = header.unpack_from(data, offset)
     if err.status == lib.TRANSCODE_ERR_RECORD_BODY:
-        if header is _KEY_HEADER:
-            return f"{where}: key_len {lengths[0]} runs past the end ({left} bytes left)"
+        sizes = [f"key_len {lengths[0]}"]
+        if header is _RECORD_HEADER:
+            sizes.append(f"value_len {lengths[1]}")
+        verb = "runs" if len(sizes) == 1 else "run"
         return (
-            f"{where}: key_len {lengths[0]} + value_len {lengths[1]} run past the end"
+            f"{where}: {' + '.join(sizes)} {verb} past the end"
             f" ({left - header.size} bytes left after the header)"
         )
     key_start = offset + header.size
