@@ -219,6 +219,8 @@ def _check_partition(ops: list[Operation], model: Model, max_steps: int) -> Chec
     while nxt[head] != tail:
         steps += 1
         if steps > max_steps:
+            if len(stack) > len(best):
+                best = [op_at[p] for p, _ in stack]
             return _failure(None, ops, model, best, steps)
         if is_call[entry]:
             i = op_at[entry]
@@ -231,8 +233,6 @@ def _check_partition(ops: list[Operation], model: Model, max_steps: int) -> Chec
                     memo.add(key)
                     stack.append((entry, state))
                     state, linearized = new_state, new_linearized
-                    if len(stack) > len(best):
-                        best = [op_at[p] for p, _ in stack]
                     # Lift the call and its return out of the list.
                     ret = return_pos[i]
                     for p in (entry, ret):
@@ -242,7 +242,10 @@ def _check_partition(ops: list[Operation], model: Model, max_steps: int) -> Chec
                     continue
             entry = nxt[entry]
         else:
-            # A return reached with its call not linearized: undo the last choice.
+            # A return reached with its call not linearized: undo the last choice (first noting
+            # the deepest linearization tried, for the failure report; a success never needs it).
+            if len(stack) > len(best):
+                best = [op_at[p] for p, _ in stack]
             if not stack:
                 return _failure(False, ops, model, best, steps)
             entry, state = stack.pop()
