@@ -181,6 +181,7 @@ class RaftCore:
         self._term = stored.term
         self._vote = stored.vote
         self._prev_hard = stored
+        self._role = Role.FOLLOWER
         # Membership history: (index, configuration) for the snapshot and every CONFIG entry
         # still in the log. The newest is in force, committed or not (single-server changes).
         snap = log.snapshot_meta()
@@ -196,7 +197,6 @@ class RaftCore:
             self._configs.append((1, bootstrap))
             self._log.commit_to(1)
 
-        self._role = Role.FOLLOWER
         self._leader_id: str | None = None
         self._prev_soft = SoftState(Role.FOLLOWER, None)
         self._election_elapsed = 0
@@ -282,8 +282,19 @@ class RaftCore:
             found = conf
         return found
 
+    @property
+    def snapshot_pending(self) -> bool:
+        """A snapshot from the leader is being installed: the FSM is about to be replaced, so
+        this is no time to snapshot it (``snapshot_meta()`` refuses, ``compact()`` ignores)."""
+        return self._log.unstable_snapshot is not None
+
     def snapshot_meta(self, index: int) -> SnapshotMeta:
         """Metadata for a snapshot of the FSM at ``index`` (which must be applied already)."""
+        if self.snapshot_pending:
+            raise RuntimeError(
+                f"cannot snapshot at {index}: a snapshot from the leader is being installed "
+                "(check snapshot_pending first)"
+            )
         if index > self._log.applied:
             raise ValueError(f"index {index} is not applied yet (applied {self._log.applied})")
         return SnapshotMeta(index, self._log.term(index), self.configuration_at(index))
@@ -399,8 +410,11 @@ class RaftCore:
 
         The driver took ``meta`` (see ``snapshot_meta()``) and stored its body; ``index`` may
         trail ``meta.index`` to keep a window of entries for slow followers. This is the only
-        call through which the core writes the LogStore (``LogStore.compact``).
+        call through which the core writes the LogStore (``LogStore.compact``). Ignored
+        while ``snapshot_pending``: the incoming snapshot replaces the log anyway.
         """
+        if self.snapshot_pending:
+            return
         if meta.index > self._log.applied:
             raise ValueError(f"snapshot index {meta.index} is not applied ({self._log.applied})")
         if index > meta.index:
@@ -714,8 +728,9 @@ class RaftCore:
             pr.probe_sent = False
             if pr.state is ProgressState.REPLICATE and pr.inflights.full():
                 pr.inflights.free_first_one()
-            if pr.match < self._log.last_index():
-                self._send_appends(msg.src)
+            if pr.match < self._log.last_index() or pr.state is ProgressState.PROBE:
+                # Even an empty append helps: its refusal exposes lost appends.
+                self._send_appends(msg.src, send_empty=True)
             if msg.context:
                 self._read_acked(msg.src, msg.context)
         elif kind is MessageKind.READ_INDEX:

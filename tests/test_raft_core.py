@@ -1,0 +1,600 @@
+"""Table-driven unit tests of the sans-I/O Raft core (pykvs/raft/core.py).
+
+Cores are wired through ``Cluster``, an in-memory network in the spirit of etcd's raft tests:
+every Ready is saved to a MemLogStore before its messages are delivered, committed entries are
+applied to a list (the "FSM"), and links can be cut or messages filtered by kind.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+
+import msgpack
+import pytest
+
+from pykvs.raft.core import (
+    encode_configuration,
+    ConfigChange,
+    ConfigChangeError,
+    ConfigChangeKind,
+    CoreConfig,
+    NotLeaderError,
+    RaftCore,
+    ReadState,
+    Ready,
+    Role,
+    decode_configuration,
+)
+from pykvs.raft.memstore import MemLogStore, MemSnapshotStore
+from pykvs.raft.messages import Message, MessageKind
+from pykvs.raft.progress import ProgressState
+from pykvs.raft.raftlog import RaftLog
+from pykvs.raft.types import Configuration, Entry, EntryType, HardState, SnapshotMeta
+
+K = MessageKind
+
+
+class Node:
+    """A core plus what its driver would own: durable store, snapshot store, FSM."""
+
+    def __init__(self, cfg: CoreConfig, bootstrap: Configuration | None, seed: int) -> None:
+        self.cfg = cfg
+        self.store = MemLogStore()
+        self.snapshots = MemSnapshotStore()
+        self.seed = seed
+        self.applied: list[Entry] = []  # the FSM: every applied entry, in order
+        self.read_states: list[ReadState] = []
+        self.core = RaftCore(cfg, self.store, random.Random(seed), bootstrap)
+
+    def restart(self) -> None:
+        """Crash: keep the durable store, lose everything volatile, rebuild the FSM."""
+        self.applied = self._restore_fsm()
+        self.read_states = []
+        self.seed += 1000
+        self.core = RaftCore(self.cfg, self.store, random.Random(self.seed))
+
+    def _restore_fsm(self) -> list[Entry]:
+        meta = self.snapshots.latest()
+        if meta is None:
+            return []
+        body = b"".join(self.snapshots.open(meta.index))
+        return [Entry.from_wire(w) for w in msgpack.unpackb(body)]
+
+    def take_snapshot(self, trailing: int = 0) -> SnapshotMeta:
+        index = self.core.applied_index
+        meta = self.core.snapshot_meta(index)
+        sink = self.snapshots.create(meta)
+        sink.write(msgpack.packb([e.to_wire() for e in self.applied if e.index <= index]))
+        meta = sink.commit()
+        self.core.compact(max(0, index - trailing), meta)
+        return meta
+
+    def process(self) -> list[Message]:
+        """One driver turn: persist, then hand back the messages, install and apply."""
+        out: list[Message] = []
+        while self.core.has_ready():
+            rd = self.core.ready()
+            self.store.save(rd.hard_state, rd.entries, rd.snapshot)
+            out.extend(rd.messages)
+            if rd.snapshot is not None:
+                self.applied = self._restore_fsm()
+                assert self.snapshots.latest() == rd.snapshot
+            self.applied.extend(rd.committed_entries)
+            self.read_states.extend(rd.read_states)
+            self.core.advance(rd)
+        return out
+
+
+def config_of(ids: str) -> Configuration:
+    return Configuration({i: f"addr-{i}" for i in ids})
+
+
+def preset(store: MemLogStore, ids: str, terms: list[int], term: int, commit: int = 1) -> None:
+    """Give ``store`` a log: the bootstrap configuration at 1, then one entry per term given."""
+    entries = [Entry(1, 1, EntryType.CONFIG, encode_configuration(config_of(ids)))]
+    entries += [Entry(i, t, EntryType.NORMAL, b"e%d" % i) for i, t in enumerate(terms, start=2)]
+    store.save(HardState(term, None, commit), entries)
+
+
+class Cluster:
+    def __init__(
+        self,
+        ids: str,
+        seed: int = 1,
+        logs: dict[str, tuple[list[int], int]] | None = None,
+        **cfg: object,
+    ) -> None:
+        """Servers named by the letters of ``ids``; ``logs`` presets some logs: id -> (entry
+        terms after the bootstrap entry, current term). Others are bootstrapped normally."""
+        self.nodes: dict[str, Node] = {}
+        for n, sid in enumerate(ids):
+            node = self.add_node(sid, None, seed * 100 + n, **cfg)
+            terms, term = (logs or {}).get(sid, ([], 1))
+            preset(node.store, ids, terms, term)
+            node.restart()
+        self.cut: set[tuple[str, str]] = set()
+        self.drop: Callable[[Message], bool] = lambda m: False
+        self.sent: list[Message] = []  # every message delivered, for assertions
+
+    def add_node(self, sid: str, bootstrap: Configuration | None, seed: int, **cfg: object) -> Node:
+        node = Node(CoreConfig(id=sid, **cfg), bootstrap, seed)  # type: ignore[arg-type]
+        self.nodes[sid] = node
+        return node
+
+    def __getitem__(self, sid: str) -> RaftCore:
+        return self.nodes[sid].core
+
+    def isolate(self, sid: str) -> None:
+        for other in self.nodes:
+            if other != sid:
+                self.cut |= {(sid, other), (other, sid)}
+
+    def heal(self) -> None:
+        self.cut.clear()
+
+    def stabilize(self, max_rounds: int = 200) -> None:
+        """Deliver messages until no node has anything more to say."""
+        for _ in range(max_rounds):
+            pending = [m for node in self.nodes.values() for m in node.process()]
+            if not pending:
+                return
+            self.deliver(pending)
+        raise AssertionError("cluster did not quiesce")
+
+    def deliver(self, msgs: list[Message]) -> None:
+        for m in msgs:
+            if (m.src, m.dst) in self.cut or m.dst not in self.nodes or self.drop(m):
+                continue
+            self.sent.append(m)
+            if m.kind is K.SNAPSHOT:
+                self._ship_snapshot(m)
+            self.nodes[m.dst].core.step(m)
+
+    def _ship_snapshot(self, m: Message) -> None:
+        """What the drivers do around a SNAPSHOT message: stream the body before stepping it."""
+        assert m.snapshot is not None
+        src, dst = self.nodes[m.src], self.nodes[m.dst]
+        sink = dst.snapshots.create(m.snapshot)
+        for chunk in src.snapshots.open(m.snapshot.index):
+            sink.write(chunk)
+        assert sink.commit() == m.snapshot
+        src.core.report_snapshot(m.dst, True)
+
+    def tick(self, sid: str, n: int = 1) -> None:
+        for _ in range(n):
+            self[sid].tick()
+
+    def tick_all(self, n: int = 1) -> None:
+        for _ in range(n):
+            for node in self.nodes.values():
+                node.core.tick()
+            self.stabilize()
+
+    def campaign(self, sid: str) -> None:
+        """Make ``sid`` time out (all others stay quiet) and run the election to the end."""
+        core = self[sid]
+        for _ in range(3 * core._cfg.election_tick):
+            core.tick()
+            if core.role is not Role.FOLLOWER:
+                break
+        self.stabilize()
+
+    def leader(self) -> RaftCore:
+        leaders = [n.core for n in self.nodes.values() if n.core.role is Role.LEADER]
+        assert len(leaders) == 1, [
+            (n.core.id, n.core.role, n.core.term) for n in self.nodes.values()
+        ]
+        return leaders[0]
+
+    def applied_data(self, sid: str) -> list[bytes]:
+        return [e.data for e in self.nodes[sid].applied if e.type is EntryType.NORMAL]
+
+
+def voters(core: RaftCore) -> set[str]:
+    return set(core.configuration.voters)
+
+
+# -- elections ---------------------------------------------------------------------------------
+
+
+def test_bootstrap_commits_the_configuration_everywhere() -> None:
+    nodes = [Node(CoreConfig(id=sid), config_of("abc"), seed=n) for n, sid in enumerate("abc")]
+    for node in nodes:
+        node.process()
+        assert node.store.hard_state() == HardState(term=1, vote=None, commit=1)
+        assert [e.type for e in node.applied] == [EntryType.CONFIG]
+        assert decode_configuration(node.applied[0].data) == config_of("abc")
+        assert voters(node.core) == {"a", "b", "c"}
+
+
+def test_a_server_without_configuration_never_campaigns() -> None:
+    node = Node(CoreConfig(id="z"), None, seed=1)
+    for _ in range(100):
+        node.core.tick()
+    assert node.core.role is Role.FOLLOWER and node.core.term == 0 and not node.process()
+
+
+def test_single_node_elects_itself_and_commits() -> None:
+    c = Cluster("a")
+    c.campaign("a")
+    a = c["a"]
+    assert a.role is Role.LEADER and a.term == 2
+    idx = a.propose(b"x")
+    c.stabilize()
+    assert a.commit_index == idx
+    assert c.applied_data("a") == [b"x"]
+
+
+@pytest.mark.parametrize("pre_vote", [True, False])
+def test_election_makes_one_leader_and_commits_a_noop_of_its_term(pre_vote: bool) -> None:
+    c = Cluster("abc", pre_vote=pre_vote)
+    c.campaign("a")
+    a = c.leader()
+    assert a.id == "a" and a.term == 2
+    for sid in "bc":
+        assert c[sid].role is Role.FOLLOWER and c[sid].leader_id == "a" and c[sid].term == 2
+    # The no-op of term 2 is the first entry of the term, and it commits everywhere.
+    for node in c.nodes.values():
+        last = node.applied[-1]
+        assert (last.index, last.term, last.type) == (2, 2, EntryType.NOOP)
+    kinds = {m.kind for m in c.sent}
+    assert (K.PRE_VOTE in kinds) is pre_vote and K.VOTE in kinds
+
+
+def test_election_timeouts_are_randomized_within_one_to_two_timeouts() -> None:
+    seen = set()
+    for seed in range(40):
+        node = Node(CoreConfig(id="a", election_tick=10, pre_vote=False), None, seed)
+        preset(node.store, "abc", [], term=1)
+        node.restart()
+        ticks = 0
+        while node.core.role is Role.FOLLOWER:
+            node.core.tick()
+            ticks += 1
+            assert ticks < 20
+        seen.add(ticks)
+    assert min(seen) >= 10 and len(seen) > 3
+
+
+# (voter's last log term, last index, vote, leader) x (request) -> granted
+# voter's log and vote (term 3), the request's last index/term, granted (vote, pre-vote)
+VOTE_TABLE = [
+    # candidate log more up to date by term
+    (dict(last_terms=[1, 1], vote=None), dict(index=2, log_term=2), (True, True)),
+    # same last term, longer or equal log
+    (dict(last_terms=[1, 1], vote=None), dict(index=3, log_term=1), (True, True)),
+    (dict(last_terms=[1, 1], vote=None), dict(index=4, log_term=1), (True, True)),
+    # same last term, shorter log
+    (dict(last_terms=[1, 1], vote=None), dict(index=2, log_term=1), (False, False)),
+    # older last term, however long
+    (dict(last_terms=[1, 3], vote=None), dict(index=9, log_term=2), (False, False)),
+    # already voted for someone else in this term (a pre-vote is for the next term: granted)
+    (dict(last_terms=[], vote="c"), dict(index=5, log_term=1), (False, True)),
+    # already voted for this candidate
+    (dict(last_terms=[], vote="b"), dict(index=5, log_term=1), (True, True)),
+]
+
+
+@pytest.mark.parametrize("kind", [K.VOTE, K.PRE_VOTE])
+@pytest.mark.parametrize(("voter", "request_", "grants"), VOTE_TABLE)
+def test_vote_granting(kind: MessageKind, voter: dict, request_: dict, grants: tuple) -> None:
+    granted = grants[0] if kind is K.VOTE else grants[1]
+    node = Node(CoreConfig(id="a"), None, seed=1)
+    preset(node.store, "abc", voter["last_terms"], term=3)
+    node.store.save(HardState(3, voter["vote"], 1), [])
+    node.restart()
+    term = 3 if kind is K.VOTE else 4  # a pre-vote proposes the next term
+    node.core.step(Message(kind, term, "b", "a", **request_))
+    (resp,) = node.process()
+    assert resp.kind is (K.VOTE_RESP if kind is K.VOTE else K.PRE_VOTE_RESP)
+    assert resp.reject is not granted
+    # A pre-vote never changes the voter's term or vote.
+    if kind is K.PRE_VOTE:
+        assert node.core.term == 3 and node.core.vote == voter["vote"]
+    elif granted:
+        assert node.store.hard_state().vote == "b"
+
+
+def test_pre_vote_keeps_an_isolated_server_from_inflating_its_term() -> None:
+    c = Cluster("abc")
+    c.campaign("a")
+    c.isolate("c")
+    for _ in range(60):
+        c.tick_all()
+    assert c["c"].term == 2 and c["c"].role is Role.PRE_CANDIDATE
+    c.heal()
+    c.tick_all(3)
+    assert c.leader().id == "a" and c["a"].term == 2  # the returning server disrupted nothing
+
+
+def test_without_pre_vote_a_returning_server_forces_a_new_term() -> None:
+    c = Cluster("abc", pre_vote=False, check_quorum=False)
+    c.campaign("a")
+    c.isolate("c")
+    for _ in range(60):
+        c.tick_all()
+    isolated_term = c["c"].term
+    assert isolated_term >= 4
+    c.heal()
+    c.tick_all(30)
+    assert c.leader().term >= isolated_term
+
+
+def test_check_quorum_leader_steps_down_when_it_cannot_reach_a_quorum() -> None:
+    c = Cluster("abc")
+    c.campaign("a")
+    c.isolate("a")
+    c.tick("a", c["a"]._cfg.election_tick)
+    assert c["a"].role is Role.LEADER  # one timeout: the first check resets activity
+    c.tick("a", c["a"]._cfg.election_tick)
+    assert c["a"].role is Role.FOLLOWER and c["a"].leader_id is None
+
+
+def test_without_check_quorum_an_isolated_leader_stays_leader() -> None:
+    c = Cluster("abc", check_quorum=False)
+    c.campaign("a")
+    c.isolate("a")
+    c.tick("a", 100)
+    assert c["a"].role is Role.LEADER
+
+
+def test_followers_in_a_leader_lease_ignore_vote_requests() -> None:
+    c = Cluster("abc")
+    c.campaign("a")
+    b = c["b"]
+    b.step(Message(K.VOTE, 9, "c", "b", index=99, log_term=9))
+    assert b.term == 2 and not c.nodes["b"].process()  # ignored: no answer, no new term
+    # A vote caused by a leadership transfer overrides the lease.
+    b.step(Message(K.VOTE, 9, "c", "b", index=99, log_term=9, context=b"transfer"))
+    (resp,) = c.nodes["b"].process()
+    assert b.term == 9 and not resp.reject
+
+
+def test_a_stale_leader_learns_the_new_term_from_an_append_answer() -> None:
+    c = Cluster("abc", check_quorum=False)  # so "a" stays leader while cut off
+    c.campaign("a")
+    c.isolate("a")
+    c.campaign("b")
+    assert c["b"].role is Role.LEADER and c["b"].term == 3
+    c.heal()
+    c.tick("a")  # a heartbeat of term 2, answered with term 3
+    c.stabilize()
+    assert c.leader().id == "b" and c["a"].role is Role.FOLLOWER and c["a"].term == 3
+
+
+def test_candidate_that_loses_returns_to_follower() -> None:
+    c = Cluster("abc", pre_vote=False, logs={"b": ([2, 2], 2), "c": ([2, 2], 2)})
+    c.campaign("a")  # a's log is behind: both refuse
+    assert c["a"].role is Role.FOLLOWER and c["a"].term == 2 and c["a"].vote == "a"
+
+
+# -- replication and commit --------------------------------------------------------------------
+
+
+def test_proposals_replicate_and_apply_in_order_on_every_server() -> None:
+    c = Cluster("abc")
+    c.campaign("a")
+    for i in range(20):
+        c["a"].propose(b"v%d" % i)
+    c.stabilize()
+    expected = [b"v%d" % i for i in range(20)]
+    for sid in "abc":
+        assert c.applied_data(sid) == expected
+    with pytest.raises(NotLeaderError) as err:
+        c["b"].propose(b"nope")
+    assert err.value.leader_hint == "a"
+
+
+@pytest.mark.parametrize(
+    ("acked", "expected_commit"),
+    [
+        (2, 1),  # entry 2 is from term 2: replicas of an old term's entry are not counted
+        (3, 3),  # the leader's no-op (term 4) on a majority commits it and everything before
+    ],
+)
+def test_commit_counts_only_current_term_entries(acked: int, expected_commit: int) -> None:
+    node = Node(CoreConfig(id="a", pre_vote=False), None, seed=1)
+    preset(node.store, "abc", [2], term=3)
+    node.restart()
+    node.core.tick()
+    while node.core.role is not Role.CANDIDATE:
+        node.core.tick()
+    node.core.step(Message(K.VOTE_RESP, 4, "b", "a"))
+    assert node.core.role is Role.LEADER and node.core.last_index == 3
+    node.process()
+    node.core.step(Message(K.APPEND_RESP, 4, "b", "a", index=acked))
+    node.process()
+    assert node.core.commit_index == expected_commit
+
+
+@pytest.mark.parametrize(
+    ("follower_terms", "max_rejects"),
+    [
+        ([2] * 40, 2),  # a longer divergent tail of an older term
+        ([2] * 5, 2),  # a shorter divergent tail
+        ([], 1),  # simply behind
+        ([3] * 10 + [2] * 30, 2),  # agrees for a while, then diverges
+        ([3] * 30 + [5] * 3, 2),  # ahead with entries of a later, failed term
+    ],
+)
+def test_fast_backtracking_needs_one_round_trip_per_term(
+    follower_terms: list[int], max_rejects: int
+) -> None:
+    leader_terms = [3] * 30 + [4] * 5
+    c = Cluster(
+        "abc", pre_vote=False, logs={"a": (leader_terms, 6), "c": (leader_terms, 6),
+                                     "b": (follower_terms, 6)},
+    )  # fmt: skip
+    c.cut |= {("a", "b"), ("b", "a")}
+    c.campaign("a")
+    c.heal()
+    c.tick_all(2)
+    rejects = [m for m in c.sent if m.kind is K.APPEND_RESP and m.src == "b" and m.reject]
+    assert len(rejects) <= max_rejects
+    a_log = c.nodes["a"].store.entries(1, c["a"].last_index + 1)
+    assert c.nodes["b"].store.entries(1, c["b"].last_index + 1) == a_log
+
+
+@pytest.mark.parametrize(
+    ("ours", "index", "term", "expected"),
+    [
+        ([1, 3, 3, 5, 5], 6, 4, (4, 3)),
+        ([1, 3, 3, 5, 5], 6, 5, (6, 5)),
+        ([1, 3, 3, 5, 5], 6, 2, (2, 1)),
+        ([1, 3, 3, 5, 5], 6, 0, (0, 0)),
+        ([1, 3, 3, 5, 5], 3, 9, (3, 3)),
+    ],
+)
+def test_find_conflict_by_term(ours: list[int], index: int, term: int, expected: tuple) -> None:
+    store = MemLogStore()
+    preset(store, "a", ours, term=5)
+    assert RaftLog(store).find_conflict_by_term(index, term) == expected
+
+
+def leader_with_replicating_follower(**cfg: object) -> Cluster:
+    c = Cluster("ab", **cfg)
+    c.campaign("a")
+    c["a"].propose(b"warm-up")
+    c.stabilize()
+    pr = c["a"].progress("b")
+    assert pr is not None and pr.state is ProgressState.REPLICATE
+    return c
+
+
+def appends_to(msgs: list[Message], dst: str) -> list[Message]:
+    return [m for m in msgs if m.kind is K.APPEND and m.dst == dst]
+
+
+def test_pipelining_keeps_at_most_max_inflight_appends_unacknowledged() -> None:
+    c = leader_with_replicating_follower(max_inflight=4, max_batch_entries=1)
+    a = c["a"]
+    for i in range(10):
+        a.propose(b"p%d" % i)
+    first = appends_to(c.nodes["a"].process(), "b")
+    assert [len(m.entries) for m in first] == [1, 1, 1, 1]  # sent without waiting: a pipeline
+    assert a.progress("b").inflights.full()  # type: ignore[union-attr]
+    a.propose(b"one more")
+    assert appends_to(c.nodes["a"].process(), "b") == []  # the window is full
+    c.deliver(first)
+    c.stabilize()
+    assert c.applied_data("b")[-11:] == [b"p%d" % i for i in range(10)] + [b"one more"]
+
+
+def test_an_ack_frees_the_window_and_more_is_sent() -> None:
+    c = leader_with_replicating_follower(max_inflight=2, max_batch_entries=1)
+    a = c["a"]
+    for i in range(5):
+        a.propose(b"p%d" % i)
+    first = appends_to(c.nodes["a"].process(), "b")
+    assert len(first) == 2
+    c.deliver(first)
+    answers = c.nodes["b"].process()
+    c.deliver(answers[:1])  # one ack frees one slot
+    second = appends_to(c.nodes["a"].process(), "b")
+    assert len(second) == 1 and second[0].entries[0].index == first[-1].entries[0].index + 1
+
+
+def test_probe_state_sends_one_append_at_a_time() -> None:
+    c = leader_with_replicating_follower()
+    a = c["a"]
+    a.report_unreachable("b")
+    assert a.progress("b").state is ProgressState.PROBE  # type: ignore[union-attr]
+    for i in range(3):
+        a.propose(b"p%d" % i)
+        assert len(appends_to(c.nodes["a"].process(), "b")) == (1 if i == 0 else 0)
+
+
+@pytest.mark.parametrize(
+    ("max_entries", "max_bytes", "sizes", "batches"),
+    [
+        (3, 1 << 20, [10] * 10, [3, 3, 3, 1]),  # by count
+        (256, 100, [40] * 5, [2, 2, 1]),  # by bytes
+        (256, 100, [500, 10, 10], [1, 2]),  # an entry bigger than the limit goes alone
+        (2, 100, [10, 10, 10], [2, 1]),  # whichever limit is reached first
+    ],
+)
+def test_appends_are_batched_by_count_and_bytes(
+    max_entries: int, max_bytes: int, sizes: list[int], batches: list[int]
+) -> None:
+    c = leader_with_replicating_follower(max_batch_entries=max_entries, max_batch_bytes=max_bytes)
+    for n, size in enumerate(sizes):
+        c["a"].propose(bytes([n]) * size)
+    msgs = appends_to(c.nodes["a"].process(), "b")
+    assert [len(m.entries) for m in msgs] == batches
+
+
+def test_proposals_between_readies_go_out_in_one_batch() -> None:
+    c = leader_with_replicating_follower()
+    for i in range(50):
+        c["a"].propose(b"p%d" % i)
+    msgs = appends_to(c.nodes["a"].process(), "b")
+    assert [len(m.entries) for m in msgs] == [50]
+    rd_saves = c.nodes["a"].store.save_count
+    c.stabilize()
+    assert c.nodes["a"].store.save_count - rd_saves <= 3
+
+
+# -- snapshots ---------------------------------------------------------------------------------
+
+
+def lagging_follower_cluster(trailing: int) -> Cluster:
+    c = Cluster("abc")
+    c.campaign("a")
+    c.isolate("c")
+    for i in range(20):
+        c["a"].propose(b"v%d" % i)
+    c.stabilize()
+    c.nodes["a"].take_snapshot(trailing=trailing)
+    c.heal()
+    return c
+
+
+def test_a_follower_behind_the_compacted_log_gets_a_snapshot() -> None:
+    c = lagging_follower_cluster(trailing=0)
+    c.tick_all(2)
+    snaps = [m for m in c.sent if m.kind is K.SNAPSHOT]
+    assert [m.dst for m in snaps] == ["c"]
+    assert c.nodes["c"].store.snapshot_meta() == snaps[0].snapshot
+    assert c.applied_data("c") == [b"v%d" % i for i in range(20)]
+    c["a"].propose(b"after")
+    c.stabilize()
+    assert c.applied_data("c")[-1] == b"after"
+    assert c["a"].progress("c").state is ProgressState.REPLICATE  # type: ignore[union-attr]
+
+
+def test_a_trailing_window_spares_a_slightly_lagging_follower_the_snapshot() -> None:
+    c = lagging_follower_cluster(trailing=30)
+    c.tick_all(2)
+    assert not [m for m in c.sent if m.kind is K.SNAPSHOT]
+    assert c.applied_data("c") == [b"v%d" % i for i in range(20)]
+
+
+def test_a_failed_snapshot_is_retried() -> None:
+    c = lagging_follower_cluster(trailing=0)
+    c.drop = lambda m: m.kind is K.SNAPSHOT
+    c.tick_all(2)
+    a = c["a"]
+    assert a.progress("c").state is ProgressState.SNAPSHOT  # type: ignore[union-attr]
+    a.report_snapshot("c", False)
+    assert a.progress("c").state is ProgressState.PROBE  # type: ignore[union-attr]
+    c.drop = lambda m: False
+    c.tick_all(3)
+    assert c.applied_data("c") == [b"v%d" % i for i in range(20)]
+
+
+def test_restart_after_snapshot_restores_from_it_and_replays_the_rest() -> None:
+    c = Cluster("abc")
+    c.campaign("a")
+    for i in range(10):
+        c["a"].propose(b"v%d" % i)
+    c.stabilize()
+    c.nodes["b"].take_snapshot(trailing=2)
+    for i in range(10, 15):
+        c["a"].propose(b"v%d" % i)
+    c.stabilize()
+    c.nodes["b"].restart()
+    c.stabilize()
+    b = c["b"]
+    assert b.term == 2 and b.commit_index == c["a"].commit_index
+    assert c.applied_data("b") == [b"v%d" % i for i in range(15)]
