@@ -1,0 +1,1 @@
+"""pytest-benchmark suites: collected with `pytest bench/ --benchmark-only`."""
