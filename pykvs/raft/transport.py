@@ -1,0 +1,408 @@
+"""Raft transport: length-prefixed msgpack frames over asyncio TCP between servers.
+
+Wire format
+-----------
+A frame is ``u32_be(length) || msgpack(object)``, ``0 < length <= max_frame``. The first frame on
+every connection is the hello ``["pykvs-raft", 1, from_id, lane]``; every later frame is one
+payload, handed to ``on_message(from_id, payload)``. The transport does not know Raft message
+types: a payload is any msgpack-able object (``Message.to_wire()``). Bytes stay bytes, str stays
+str, tuples come back as lists. Connections are one-way: the dialling side only writes and the
+listening side only reads, so a frame's sender is always the connection's hello.
+
+Lanes
+-----
+Each peer gets two outbound connections, opened lazily on first use:
+
+- ``control`` (``send()``): votes, appends, heartbeats. Never blocks the caller: a bounded queue
+  that, when full (a peer that is down or slow), drops its *oldest* message and counts it. Raft
+  retransmits, and newer messages supersede older ones.
+- ``bulk`` (``await send_bulk()``): snapshot chunks. A small bounded queue; the caller waits for
+  room, and the peer applies back-pressure by reading slowly (an async handler is awaited before
+  the next frame of that connection is read).
+
+Heartbeats therefore never queue behind a snapshot: not in our queue, not in the TCP buffers and
+not in the receiver, which reads each connection in its own task.
+
+Failures
+--------
+A connection that fails is re-dialled with exponential back-off (``backoff_min`` doubling to
+``backoff_max``, with jitter); frames in flight on it are lost (Raft retransmits). A write that
+cannot drain for ``write_timeout`` seconds (a peer that vanished without closing) drops the
+connection. On the listening side a bad hello, a frame of length 0 or above ``max_frame``, or a
+frame that is not exactly one msgpack object is logged and closes that connection only. An
+exception raised by ``on_message`` is logged and the connection keeps going.
+
+There is no authentication: run it on a network you trust (as Consul's raft port without TLS).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import logging
+import random
+from collections import deque
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+import msgpack
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[str, Any], Awaitable[None] | None]
+
+HELLO_MAGIC = "pykvs-raft"
+PROTOCOL_VERSION = 1
+CONTROL = "control"
+BULK = "bulk"
+_LANES = (CONTROL, BULK)
+# Frames written to the socket per drain, so one drain's worth of memory stays bounded.
+_MAX_WRITE_BATCH_BYTES = 1 << 20
+
+
+class FrameError(Exception):
+    """A frame (or the hello) broke the wire format; its connection is closed."""
+
+
+def split_address(address: str) -> tuple[str, int]:
+    """``"host:port"`` (``"[v6]:port"`` too) -> (host, port)."""
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit():
+        raise ValueError(f"peer address must be 'host:port', got {address!r}")
+    return host.strip("[]"), int(port)
+
+
+def _pack(obj: Any) -> bytes:
+    return msgpack.packb(obj, use_bin_type=True)
+
+
+async def _read_frame(reader: asyncio.StreamReader, max_frame: int) -> Any:
+    header = await reader.readexactly(4)
+    length = int.from_bytes(header, "big")
+    if length == 0 or length > max_frame:
+        raise FrameError(f"frame length {length} outside 1..{max_frame}")
+    body = await reader.readexactly(length)
+    try:
+        return msgpack.unpackb(body, raw=False, strict_map_key=False)
+    except Exception as exc:
+        raise FrameError(f"frame of {length} bytes is not one msgpack object: {exc}") from None
+
+
+async def _close_writer(writer: asyncio.StreamWriter) -> None:
+    writer.close()
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(writer.wait_closed(), 1.0)
+
+
+class _Link:
+    """One outbound connection (one lane) to one peer, with its queue and dial loop."""
+
+    def __init__(self, transport: TCPTransport, peer: str, lane: str, limit: int) -> None:
+        self.transport = transport
+        self.peer = peer
+        self.lane = lane
+        self.limit = limit
+        self.queue: deque[bytes] = deque()
+        self.wakeup = asyncio.Event()  # something to write, or the connection hit EOF
+        self.room = asyncio.Event()  # the bulk queue has room
+        self.room.set()
+        self.eof = False
+        self.connected = False
+        self.stats = {"sent": 0, "dropped": 0, "connects": 0, "dial_failures": 0}
+        self.task = asyncio.get_running_loop().create_task(
+            self._run(), name=f"raft-link {transport.local_id}->{peer} {lane}")
+
+    def put_nowait(self, body: bytes) -> bool:
+        dropped = len(self.queue) >= self.limit
+        if dropped:
+            self.queue.popleft()
+            self.stats["dropped"] += 1
+        self.queue.append(body)
+        self.wakeup.set()
+        return not dropped
+
+    async def put(self, body: bytes) -> None:
+        while len(self.queue) >= self.limit:
+            self.room.clear()
+            await self.room.wait()
+        self.queue.append(body)
+        self.wakeup.set()
+
+    async def _run(self) -> None:
+        t = self.transport
+        loop = asyncio.get_running_loop()
+        backoff = t.backoff_min
+        while True:
+            address = t.peers.get(self.peer)
+            up_since: float | None = None
+            if address is not None:
+                host, port = split_address(address)
+                try:
+                    reader, writer = await asyncio.wait_for(
+                        asyncio.open_connection(host, port), t.connect_timeout)
+                except (OSError, asyncio.TimeoutError) as exc:
+                    self.stats["dial_failures"] += 1
+                    log.debug("%s: dial %s (%s) failed: %s", t.local_id, self.peer, address, exc)
+                else:
+                    up_since = loop.time()
+                    self.stats["connects"] += 1
+                    try:
+                        await self._pump(reader, writer)
+                    except (OSError, asyncio.TimeoutError, ConnectionError) as exc:
+                        log.info("%s: %s connection to %s lost: %r", t.local_id, self.lane,
+                                 self.peer, exc)
+                    finally:
+                        self.connected = False
+                        await _close_writer(writer)
+            if up_since is not None and loop.time() - up_since >= t.backoff_max:
+                backoff = t.backoff_min  # it was up for a while: start the back-off over
+            await asyncio.sleep(backoff * (0.5 + t.rng.random() / 2))
+            backoff = min(backoff * 2, t.backoff_max)
+
+    async def _watch_eof(self, reader: asyncio.StreamReader) -> None:
+        # The peer never writes on this connection: any read completing means it closed.
+        with contextlib.suppress(OSError, ConnectionError):
+            await reader.read(1)
+        self.eof = True
+        self.wakeup.set()
+
+    async def _pump(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        t = self.transport
+        hello = _pack((HELLO_MAGIC, PROTOCOL_VERSION, t.local_id, self.lane))
+        writer.writelines((len(hello).to_bytes(4, "big"), hello))
+        await asyncio.wait_for(writer.drain(), t.write_timeout)
+        self.eof = False
+        watcher = asyncio.get_running_loop().create_task(self._watch_eof(reader))
+        self.connected = True
+        try:
+            while True:
+                if self.eof:
+                    raise ConnectionResetError(f"{self.peer} closed the connection")
+                if not self.queue:
+                    self.wakeup.clear()
+                    await self.wakeup.wait()
+                    continue
+                parts: list[bytes] = []
+                size = 0
+                while self.queue and size < _MAX_WRITE_BATCH_BYTES:
+                    body = self.queue.popleft()
+                    parts += (len(body).to_bytes(4, "big"), body)
+                    size += len(body)
+                self.room.set()
+                writer.writelines(parts)
+                self.stats["sent"] += len(parts) // 2
+                await asyncio.wait_for(writer.drain(), t.write_timeout)
+        finally:
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
+
+
+class TCPTransport:
+    """Frames between one Raft server and its peers (see the module docstring).
+
+    ``on_message(from_id, payload)`` is called in the event loop for every frame received; if
+    it returns an awaitable, that is awaited before the next frame of the same connection is
+    read. All methods must be called from the loop the transport was started in.
+    """
+
+    def __init__(
+        self,
+        local_id: str,
+        on_message: Handler,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        peers: Mapping[str, str] | None = None,
+        max_frame: int = 16 << 20,
+        queue_limit: int = 1024,
+        bulk_queue_limit: int = 4,
+        backoff_min: float = 0.05,
+        backoff_max: float = 2.0,
+        connect_timeout: float = 2.0,
+        write_timeout: float = 10.0,
+        hello_timeout: float = 5.0,
+        rng: random.Random | None = None,
+    ) -> None:
+        if not local_id:
+            raise ValueError("local_id must be a non-empty server id")
+        if max_frame < 64:
+            raise ValueError(f"max_frame must be at least 64 bytes, got {max_frame}")
+        if queue_limit < 1 or bulk_queue_limit < 1:
+            raise ValueError(f"queue limits must be at least 1, got {queue_limit} and "
+                             f"{bulk_queue_limit}")
+        if not 0 < backoff_min <= backoff_max:
+            raise ValueError(f"need 0 < backoff_min <= backoff_max, got {backoff_min} and "
+                             f"{backoff_max}")
+        self.local_id = local_id
+        self.on_message = on_message
+        self.host = host
+        self.port = port
+        self.peers: dict[str, str] = {}
+        self.max_frame = max_frame
+        self.queue_limit = queue_limit
+        self.bulk_queue_limit = bulk_queue_limit
+        self.backoff_min = backoff_min
+        self.backoff_max = backoff_max
+        self.connect_timeout = connect_timeout
+        self.write_timeout = write_timeout
+        self.hello_timeout = hello_timeout
+        self.rng = rng or random.Random()
+        self._links: dict[tuple[str, str], _Link] = {}
+        self._retired: set[asyncio.Task[None]] = set()
+        self._inbound: set[asyncio.Task[Any]] = set()
+        self._server: asyncio.Server | None = None
+        self._closed = False
+        self.stats_in = {"frames": 0, "connections": 0, "bad_frames": 0, "handler_errors": 0}
+        if peers:
+            self.set_peers(peers)
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Listen on ``host:port`` (port 0 picks a free one; see ``address``)."""
+        if self._server is not None:
+            raise RuntimeError("transport already started")
+        self._server = await asyncio.start_server(self._serve, self.host, self.port)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    @property
+    def address(self) -> str:
+        """``host:port`` this transport listens on (after ``start()``)."""
+        return f"{self.host}:{self.port}"
+
+    async def close(self) -> None:
+        """Stop dialling and listening, close every connection, and wait for every task."""
+        if self._closed:
+            return
+        self._closed = True
+        tasks = [link.task for link in self._links.values()] + list(self._retired)
+        self._links.clear()
+        if self._server is not None:
+            self._server.close()
+        tasks += list(self._inbound)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if self._server is not None:
+            await self._server.wait_closed()
+
+    # -- peers -------------------------------------------------------------------------------
+
+    def set_peers(self, peers: Mapping[str, str]) -> None:
+        """Replace the peer map (server id -> "host:port"). Links to removed peers, or to peers
+        whose address changed, are closed (their queued messages dropped)."""
+        for address in peers.values():
+            split_address(address)  # reject a bad address here, not in the dial loop
+        for key, link in list(self._links.items()):
+            if peers.get(link.peer) != self.peers.get(link.peer):
+                del self._links[key]
+                link.task.cancel()
+                self._retired.add(link.task)
+                link.task.add_done_callback(self._retired.discard)
+        self.peers = {p: a for p, a in peers.items() if p != self.local_id}
+
+    def _link(self, peer: str, lane: str) -> _Link:
+        if self._closed:
+            raise RuntimeError("transport is closed")
+        if peer not in self.peers:
+            raise KeyError(f"unknown peer {peer!r} (known: {sorted(self.peers)})")
+        link = self._links.get((peer, lane))
+        if link is None:
+            limit = self.queue_limit if lane == CONTROL else self.bulk_queue_limit
+            link = self._links[(peer, lane)] = _Link(self, peer, lane, limit)
+        return link
+
+    def _encode(self, payload: Any) -> bytes:
+        body = _pack(payload)
+        if len(body) > self.max_frame:
+            raise ValueError(f"payload encodes to {len(body)} bytes, above max_frame "
+                             f"{self.max_frame}")
+        return body
+
+    # -- sending -----------------------------------------------------------------------------
+
+    def send(self, peer: str, payload: Any) -> bool:
+        """Queue ``payload`` on the control lane to ``peer``; never blocks. False when the queue
+        was full and its oldest message was dropped to make room."""
+        body = self._encode(payload)
+        return self._link(peer, CONTROL).put_nowait(body)
+
+    async def send_bulk(self, peer: str, payload: Any) -> None:
+        """Queue ``payload`` on the bulk lane to ``peer``, waiting while its queue is full."""
+        body = self._encode(payload)
+        await self._link(peer, BULK).put(body)
+
+    def is_connected(self, peer: str, lane: str = CONTROL) -> bool:
+        link = self._links.get((peer, lane))
+        return link is not None and link.connected
+
+    def stats(self) -> dict[str, Any]:
+        """Inbound counters and, per peer and lane, sent / dropped / connects / dial_failures,
+        whether connected and how many frames are queued."""
+        out: dict[str, Any] = {"inbound": dict(self.stats_in), "peers": {}}
+        for (peer, lane), link in self._links.items():
+            out["peers"].setdefault(peer, {})[lane] = {
+                **link.stats, "connected": link.connected, "queued": len(link.queue)}
+        return out
+
+    # -- receiving ---------------------------------------------------------------------------
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        if self._closed:
+            await _close_writer(writer)
+            return
+        self._inbound.add(task)
+        self.stats_in["connections"] += 1
+        remote = writer.get_extra_info("peername")
+        sender = "?"
+        try:
+            hello = await asyncio.wait_for(_read_frame(reader, self.max_frame),
+                                           self.hello_timeout)
+            sender = self._check_hello(hello)
+            while True:
+                payload = await _read_frame(reader, self.max_frame)
+                self.stats_in["frames"] += 1
+                try:
+                    result = self.on_message(sender, payload)
+                    if inspect.isawaitable(result):
+                        await result
+                except Exception:
+                    self.stats_in["handler_errors"] += 1
+                    log.exception("%s: on_message failed for a frame from %s", self.local_id,
+                                  sender)
+        except FrameError as exc:
+            self.stats_in["bad_frames"] += 1
+            log.warning("%s: closing connection from %s (server %s): %s", self.local_id, remote,
+                        sender, exc)
+        except asyncio.TimeoutError:
+            self.stats_in["bad_frames"] += 1
+            log.warning("%s: closing connection from %s: no hello within %.1fs", self.local_id,
+                        remote, self.hello_timeout)
+        except asyncio.IncompleteReadError as exc:
+            if exc.partial:
+                log.info("%s: connection from %s (server %s) ended inside a frame",
+                         self.local_id, remote, sender)
+        except (OSError, ConnectionError) as exc:
+            log.info("%s: connection from %s (server %s) failed: %r", self.local_id, remote,
+                     sender, exc)
+        except asyncio.CancelledError:
+            # close() cancels us. End normally: asyncio's stream callback would log a
+            # cancelled connection task as an error.
+            if not self._closed:
+                raise
+        finally:
+            await _close_writer(writer)
+            self._inbound.discard(task)
+
+    def _check_hello(self, hello: Any) -> str:
+        if (not isinstance(hello, list) or len(hello) != 4 or hello[0] != HELLO_MAGIC
+                or not isinstance(hello[2], str) or not hello[2] or hello[3] not in _LANES):
+            raise FrameError(f"bad hello {hello!r:.100}")
+        if hello[1] != PROTOCOL_VERSION:
+            raise FrameError(f"protocol version {hello[1]!r} (this server speaks "
+                             f"{PROTOCOL_VERSION})")
+        return hello[2]
