@@ -841,7 +841,8 @@ class LMDBSnapshotSink:
             return
         self._done = True
         self._buffer.clear()
-        with contextlib.suppress(StorageClosedError):
+        # Best effort: chunks left behind are swept at the next open.
+        with contextlib.suppress(StorageError):
             self._store._env.run_sync(self._store._delete_body_job(self._body_id))
 
 
