@@ -25,7 +25,7 @@ VALUE = b"v" * 100
 
 
 @pytest.mark.parametrize("batch", [1, 64])
-def test_raw_lmdb_synced_batch(benchmark, tmp_path: Path, batch: int) -> None:  # noqa: ANN001
+def test_raw_lmdb_synced_batch(benchmark, tmp_path: Path, batch: int) -> None:
     env = lmdb.open(str(tmp_path / "raw"), map_size=1 << 30, sync=True, metasync=True)
     keys = itertools.count(1)
 
@@ -40,7 +40,7 @@ def test_raw_lmdb_synced_batch(benchmark, tmp_path: Path, batch: int) -> None:  
 
 
 @pytest.mark.parametrize("batch", [1, 64])
-def test_save_synced_batch(benchmark, tmp_path: Path, batch: int) -> None:  # noqa: ANN001
+def test_save_synced_batch(benchmark, tmp_path: Path, batch: int) -> None:
     store = LMDBStorage(tmp_path / "db")
     indexes = itertools.count(1)
 
@@ -56,7 +56,7 @@ def test_save_synced_batch(benchmark, tmp_path: Path, batch: int) -> None:  # no
     store.close()
 
 
-def test_save_async_64_in_flight(benchmark, tmp_path: Path) -> None:  # noqa: ANN001
+def test_save_async_64_in_flight(benchmark, tmp_path: Path) -> None:
     store = LMDBStorage(tmp_path / "db")
     indexes = itertools.count(1)
     loop = asyncio.new_event_loop()
