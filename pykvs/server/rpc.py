@@ -1,0 +1,331 @@
+"""msgpack-RPC between servers and from clients.
+
+Wire format: a frame is ``u32_be(length) || msgpack(object)`` with ``0 < length <= max_frame``.
+A request is ``[id, method, args]`` (``id`` a non-negative int, ``method`` like ``"KVS.Get"``,
+``args`` a map of Consul's request fields); its response is ``[id, error, result]`` with
+``error`` None or a string. Many requests may be in flight on one connection; responses come back
+in completion order and are matched by id.
+
+A handler may return :class:`RawMsgpack` to put already-encoded bytes in the ``result`` slot
+unchanged, so a listing built from the state store's stored encodings is never decoded and
+re-encoded in Python ("encoded once").
+
+A request that cannot be understood (not a 3-array, bad id, unknown method, args not a map) gets
+an error response when it carries a usable id. A frame that breaks the framing itself (length 0,
+over ``max_frame``, not exactly one msgpack object) closes that connection only: after a bad
+frame the stream cannot be trusted to resynchronise. The server keeps serving everyone else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import msgpack
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MAX_FRAME = 8 << 20
+_HEADER = 4
+
+
+class RPCError(Exception):
+    """The remote side answered with an error string (kept as ``message``)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class ConnectionLost(ConnectionError):
+    """The connection closed before the response arrived."""
+
+
+@dataclass(frozen=True, slots=True)
+class RawMsgpack:
+    """A result that is already msgpack-encoded; sent as is."""
+
+    data: bytes
+
+
+Handler = Callable[[dict[str, Any]], Awaitable[Any]]
+
+
+def _pack(obj: Any) -> bytes:
+    return msgpack.packb(obj, use_bin_type=True)
+
+
+def encode_frame(body: bytes) -> bytes:
+    return len(body).to_bytes(_HEADER, "big") + body
+
+
+def encode_response(req_id: int, error: str | None, result: Any) -> bytes:
+    """The framed ``[id, error, result]``; a RawMsgpack result is spliced in without decoding."""
+    if isinstance(result, RawMsgpack):
+        body = b"\x93" + _pack(req_id) + _pack(error) + result.data
+    else:
+        body = _pack([req_id, error, result])
+    return encode_frame(body)
+
+
+class FrameError(Exception):
+    """The byte stream broke the framing; the connection must be closed."""
+
+
+async def read_frame(reader: asyncio.StreamReader, max_frame: int) -> Any:
+    """Read one frame and decode its single msgpack object."""
+    header = await reader.readexactly(_HEADER)
+    length = int.from_bytes(header, "big")
+    if length == 0 or length > max_frame:
+        raise FrameError(f"frame length {length} outside 1..{max_frame}")
+    body = await reader.readexactly(length)
+    try:
+        return msgpack.unpackb(body, raw=False, strict_map_key=False)
+    except Exception as exc:
+        raise FrameError(f"frame of {length} bytes is not one msgpack object: {exc}") from None
+
+
+def _parse_request(obj: Any) -> tuple[int | None, str | None, Any, str | None]:
+    """Split a decoded request into (id, method, args, problem); problem None when well formed."""
+    if not isinstance(obj, list) or len(obj) != 3:
+        return None, None, None, "request must be a 3-element array [id, method, args]"
+    req_id, method, args = obj
+    if not isinstance(req_id, int) or isinstance(req_id, bool) or req_id < 0:
+        return None, None, None, f"request id must be a non-negative integer, got {req_id!r}"
+    if not isinstance(method, str):
+        return req_id, None, None, f"method must be a string, got {type(method).__name__}"
+    if args is None:
+        args = {}
+    if not isinstance(args, dict):
+        return req_id, method, None, f"{method}: args must be a map, got {type(args).__name__}"
+    return req_id, method, args, None
+
+
+class RPCServer:
+    """Serves registered methods over TCP; one task per request, so slow ones (blocking
+    queries) never hold up others on the same connection."""
+
+    def __init__(
+        self,
+        handlers: Mapping[str, Handler],
+        *,
+        max_frame: int = DEFAULT_MAX_FRAME,
+        max_in_flight_per_conn: int = 1024,
+    ) -> None:
+        self.handlers = dict(handlers)
+        self.max_frame = max_frame
+        self.max_in_flight_per_conn = max_in_flight_per_conn
+        self._server: asyncio.base_events.Server | None = None
+        self._connections: set[asyncio.Task[None]] = set()
+        self.address: tuple[str, int] | None = None
+
+    async def start(self, host: str = "127.0.0.1", port: int = 0) -> tuple[str, int]:
+        self._server = await asyncio.start_server(self._serve_connection, host, port)
+        sockname = self._server.sockets[0].getsockname()
+        self.address = (sockname[0], sockname[1])
+        return self.address
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        for task in list(self._connections):
+            task.cancel()
+        for task in list(self._connections):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        if self._server is not None:
+            with contextlib.suppress(Exception):
+                await self._server.wait_closed()
+            self._server = None
+
+    async def _serve_connection(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._connections.add(task)
+        peer = writer.get_extra_info("peername")
+        write_lock = asyncio.Lock()
+        in_flight: set[asyncio.Task[None]] = set()
+        slots = asyncio.Semaphore(self.max_in_flight_per_conn)
+
+        async def respond(req_id: int, error: str | None, result: Any) -> None:
+            try:
+                frame = encode_response(req_id, error, result)
+            except Exception as exc:  # a handler returned something msgpack cannot encode
+                log.exception("rpc: cannot encode the result of request %d", req_id)
+                frame = encode_response(req_id, f"internal error encoding result: {exc}", None)
+            async with write_lock:
+                writer.write(frame)
+                await writer.drain()
+
+        async def run(req_id: int, method: str, handler: Handler, args: dict[str, Any]) -> None:
+            try:
+                result = await handler(args)
+            except RPCError as exc:
+                await respond(req_id, exc.message, None)
+            except (ValueError, TypeError, KeyError, LookupError) as exc:
+                await respond(req_id, f"{method}: {exc}", None)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.exception("rpc: %s failed", method)
+                await respond(req_id, f"{method}: internal error: {exc}", None)
+            else:
+                await respond(req_id, None, result)
+            finally:
+                slots.release()
+
+        try:
+            while True:
+                try:
+                    obj = await read_frame(reader, self.max_frame)
+                except (asyncio.IncompleteReadError, ConnectionError):
+                    return
+                except FrameError as exc:
+                    log.warning("rpc: closing connection from %s: %s", peer, exc)
+                    return
+                req_id, method, args, problem = _parse_request(obj)
+                if problem is None and method not in self.handlers:
+                    problem = f"rpc: can't find method {method}"
+                if problem is not None:
+                    if req_id is None:
+                        log.warning("rpc: closing connection from %s: %s", peer, problem)
+                        return
+                    await respond(req_id, problem, None)
+                    continue
+                assert req_id is not None and method is not None
+                await slots.acquire()
+                child = asyncio.get_running_loop().create_task(
+                    run(req_id, method, self.handlers[method], args)
+                )
+                in_flight.add(child)
+                child.add_done_callback(in_flight.discard)
+        finally:
+            for child in list(in_flight):
+                child.cancel()
+            writer.close()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(writer.wait_closed(), 1.0)
+            self._connections.discard(task)
+
+
+class RPCClient:
+    """One connection to one server with many requests in flight."""
+
+    def __init__(self, host: str, port: int, *, max_frame: int = DEFAULT_MAX_FRAME) -> None:
+        self.host = host
+        self.port = port
+        self.max_frame = max_frame
+        self._ids = itertools.count(1)
+        self._pending: dict[int, asyncio.Future[Any]] = {}
+        self._reader: asyncio.StreamReader | None = None
+        self._writer: asyncio.StreamWriter | None = None
+        self._read_task: asyncio.Task[None] | None = None
+        self._connect_lock = asyncio.Lock()
+        self.closed = False
+
+    @property
+    def connected(self) -> bool:
+        return self._writer is not None and not self._writer.is_closing()
+
+    async def _ensure_connected(self) -> asyncio.StreamWriter:
+        async with self._connect_lock:
+            if self.closed:
+                raise ConnectionLost(f"client for {self.host}:{self.port} is closed")
+            if not self.connected:
+                self._reader, self._writer = await asyncio.open_connection(self.host, self.port)
+                self._read_task = asyncio.get_running_loop().create_task(
+                    self._read_responses(self._reader)
+                )
+            assert self._writer is not None
+            return self._writer
+
+    async def _read_responses(self, reader: asyncio.StreamReader) -> None:
+        error: BaseException = ConnectionLost(f"connection to {self.host}:{self.port} closed")
+        try:
+            while True:
+                obj = await read_frame(reader, self.max_frame)
+                if not isinstance(obj, list) or len(obj) != 3 or not isinstance(obj[0], int):
+                    error = ConnectionLost(f"malformed response from {self.host}:{self.port}")
+                    return
+                future = self._pending.pop(obj[0], None)
+                if future is None or future.done():
+                    continue
+                if obj[1] is not None:
+                    future.set_exception(RPCError(str(obj[1])))
+                else:
+                    future.set_result(obj[2])
+        except (asyncio.IncompleteReadError, ConnectionError, FrameError) as exc:
+            error = ConnectionLost(f"connection to {self.host}:{self.port} lost: {exc}")
+        finally:
+            if self._writer is not None:
+                self._writer.close()
+            self._writer = None
+            pending, self._pending = self._pending, {}
+            for future in pending.values():
+                if not future.done():
+                    future.set_exception(error)
+
+    async def call(
+        self, method: str, args: Mapping[str, Any] | None = None, timeout: float | None = None
+    ) -> Any:
+        """Send one request and wait for its result; raises RPCError for a remote error."""
+        writer = await self._ensure_connected()
+        req_id = next(self._ids)
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._pending[req_id] = future
+        body = _pack([req_id, method, dict(args or {})])
+        if len(body) > self.max_frame:
+            self._pending.pop(req_id, None)
+            raise ValueError(f"{method}: request of {len(body)} bytes exceeds {self.max_frame}")
+        writer.write(encode_frame(body))
+        try:
+            await writer.drain()
+            return await asyncio.wait_for(future, timeout)
+        finally:
+            self._pending.pop(req_id, None)
+
+    async def close(self) -> None:
+        self.closed = True
+        if self._writer is not None:
+            self._writer.close()
+        if self._read_task is not None:
+            self._read_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._read_task
+
+
+class ConnectionPool:
+    """One RPCClient per server address, re-dialled when its connection dropped."""
+
+    def __init__(self, *, max_frame: int = DEFAULT_MAX_FRAME) -> None:
+        self.max_frame = max_frame
+        self._clients: dict[tuple[str, int], RPCClient] = {}
+
+    def client(self, host: str, port: int) -> RPCClient:
+        key = (host, port)
+        found = self._clients.get(key)
+        if found is None or found.closed:
+            found = RPCClient(host, port, max_frame=self.max_frame)
+            self._clients[key] = found
+        return found
+
+    async def call(
+        self,
+        address: tuple[str, int],
+        method: str,
+        args: Mapping[str, Any] | None = None,
+        timeout: float | None = None,
+    ) -> Any:
+        return await self.client(*address).call(method, args, timeout)
+
+    async def close(self) -> None:
+        clients, self._clients = self._clients, {}
+        for found in clients.values():
+            await found.close()
