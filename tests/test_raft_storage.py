@@ -17,8 +17,11 @@ from pathlib import Path
 import lmdb
 import msgpack
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from pykvs.raft.interfaces import CompactedError, UnavailableError
+from pykvs.raft.memstore import MemLogStore
 from pykvs.raft.storage import (
     CorruptLogError,
     CorruptSnapshotError,
@@ -184,6 +187,68 @@ def test_small_facts_are_durable(tmp_path: Path) -> None:
 def test_a_second_open_of_the_same_directory_is_refused(store: LMDBStorage) -> None:
     with pytest.raises(StorageLockedError, match="already open"):
         LMDBStorage(store.path)
+
+
+# -- the same observable behaviour as the in-memory store the core is tested with -------------
+
+OPS = st.lists(
+    st.one_of(
+        st.tuples(st.just("append"), st.integers(0, 6), st.integers(1, 5), st.integers(0, 1)),
+        st.tuples(st.just("snapshot"), st.integers(-3, 4), st.booleans()),
+        st.tuples(st.just("compact"), st.integers(0, 6)),
+        st.tuples(st.just("reopen")),
+    ),
+    max_size=8,
+)
+
+
+def observe(log: MemLogStore | LMDBStorage) -> tuple:
+    s = log.log if isinstance(log, LMDBStorage) else log
+    first, last = s.first_index(), s.last_index()
+    return (first, last, [s.term(i) for i in range(first - 1, last + 1)],
+            s.entries(first, last + 1), s.hard_state(), s.snapshot_meta())
+
+
+@settings(max_examples=25, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(ops=OPS)
+def test_lmdb_and_memory_stores_agree(tmp_path_factory: pytest.TempPathFactory,
+                                      ops: list[tuple]) -> None:
+    """Random valid sequences of saves (appends with conflicts, snapshots), compactions and
+    reopens leave both stores looking the same."""
+    path = tmp_path_factory.mktemp("model") / "db"
+    model, store = MemLogStore(), LMDBStorage(path)
+    try:
+        for op in ops:
+            first, last = model.first_index(), model.last_index()
+            commit = first - 1  # never truncate below it, as Raft never truncates committed
+            top = model.term(last)
+            if op[0] == "append":
+                _, back, count, bump = op
+                start = max(first, last + 1 - back)
+                batch = make_entries(start, start + count - 1, term=top + bump, size=start % 7)
+                hs = HardState(top + bump, "a", commit)
+                model.save(hs, batch)
+                store.log.save(hs, batch)
+            elif op[0] == "snapshot":
+                _, offset, matching = op
+                index = max(first - 1, last + offset)
+                term = model.term(index) if matching and index <= last else top + 1
+                meta = meta_at(index, term)
+                hs = HardState(max(top, term), None, index)
+                model.save(hs, [], snapshot=meta)
+                store.log.save(hs, [], snapshot=meta)
+            elif op[0] == "compact":
+                upto = min(last, first - 1 + op[1])
+                meta = meta_at(upto, model.term(upto))
+                model.compact(upto, meta)
+                store.log.compact(upto, meta)
+            else:
+                store.close()
+                store = LMDBStorage(path, verify="full")
+            assert observe(store) == observe(model), op
+    finally:
+        store.close()
 
 
 # -- writes off the event loop, coalesced ----------------------------------------------------
