@@ -14,7 +14,6 @@ import msgpack
 import pytest
 
 from pykvs.raft.core import (
-    encode_configuration,
     ConfigChange,
     ConfigChangeError,
     ConfigChangeKind,
@@ -25,7 +24,9 @@ from pykvs.raft.core import (
     Ready,
     Role,
     decode_configuration,
+    encode_configuration,
 )
+from pykvs.raft.interfaces import CompactedError, UnavailableError
 from pykvs.raft.memstore import MemLogStore, MemSnapshotStore
 from pykvs.raft.messages import Message, MessageKind
 from pykvs.raft.progress import ProgressState
@@ -191,6 +192,20 @@ class Cluster:
         return [e.data for e in self.nodes[sid].applied if e.type is EntryType.NORMAL]
 
 
+def values(n: int) -> list[bytes]:
+    return [b"v%d" % i for i in range(n)]
+
+
+def elected(ids: str = "abc", writes: int = 0, **cfg: object) -> Cluster:
+    """A cluster where "a" won an election and committed ``values(writes)``."""
+    c = Cluster(ids, **cfg)
+    c.campaign("a")
+    for data in values(writes):
+        c["a"].propose(data)
+    c.stabilize()
+    return c
+
+
 def voters(core: RaftCore) -> set[str]:
     return set(core.configuration.voters)
 
@@ -216,8 +231,7 @@ def test_a_server_without_configuration_never_campaigns() -> None:
 
 
 def test_single_node_elects_itself_and_commits() -> None:
-    c = Cluster("a")
-    c.campaign("a")
+    c = elected("a")
     a = c["a"]
     assert a.role is Role.LEADER and a.term == 2
     idx = a.propose(b"x")
@@ -228,8 +242,7 @@ def test_single_node_elects_itself_and_commits() -> None:
 
 @pytest.mark.parametrize("pre_vote", [True, False])
 def test_election_makes_one_leader_and_commits_a_noop_of_its_term(pre_vote: bool) -> None:
-    c = Cluster("abc", pre_vote=pre_vote)
-    c.campaign("a")
+    c = elected(pre_vote=pre_vote)
     a = c.leader()
     assert a.id == "a" and a.term == 2
     for sid in "bc":
@@ -297,8 +310,7 @@ def test_vote_granting(kind: MessageKind, voter: dict, request_: dict, grants: t
 
 
 def test_pre_vote_keeps_an_isolated_server_from_inflating_its_term() -> None:
-    c = Cluster("abc")
-    c.campaign("a")
+    c = elected()
     c.isolate("c")
     for _ in range(60):
         c.tick_all()
@@ -309,8 +321,7 @@ def test_pre_vote_keeps_an_isolated_server_from_inflating_its_term() -> None:
 
 
 def test_without_pre_vote_a_returning_server_forces_a_new_term() -> None:
-    c = Cluster("abc", pre_vote=False, check_quorum=False)
-    c.campaign("a")
+    c = elected(pre_vote=False, check_quorum=False)
     c.isolate("c")
     for _ in range(60):
         c.tick_all()
@@ -322,8 +333,7 @@ def test_without_pre_vote_a_returning_server_forces_a_new_term() -> None:
 
 
 def test_check_quorum_leader_steps_down_when_it_cannot_reach_a_quorum() -> None:
-    c = Cluster("abc")
-    c.campaign("a")
+    c = elected()
     c.isolate("a")
     c.tick("a", c["a"]._cfg.election_tick)
     assert c["a"].role is Role.LEADER  # one timeout: the first check resets activity
@@ -332,16 +342,14 @@ def test_check_quorum_leader_steps_down_when_it_cannot_reach_a_quorum() -> None:
 
 
 def test_without_check_quorum_an_isolated_leader_stays_leader() -> None:
-    c = Cluster("abc", check_quorum=False)
-    c.campaign("a")
+    c = elected(check_quorum=False)
     c.isolate("a")
     c.tick("a", 100)
     assert c["a"].role is Role.LEADER
 
 
 def test_followers_in_a_leader_lease_ignore_vote_requests() -> None:
-    c = Cluster("abc")
-    c.campaign("a")
+    c = elected()
     b = c["b"]
     b.step(Message(K.VOTE, 9, "c", "b", index=99, log_term=9))
     assert b.term == 2 and not c.nodes["b"].process()  # ignored: no answer, no new term
@@ -373,12 +381,8 @@ def test_candidate_that_loses_returns_to_follower() -> None:
 
 
 def test_proposals_replicate_and_apply_in_order_on_every_server() -> None:
-    c = Cluster("abc")
-    c.campaign("a")
-    for i in range(20):
-        c["a"].propose(b"v%d" % i)
-    c.stabilize()
-    expected = [b"v%d" % i for i in range(20)]
+    c = elected(writes=20)
+    expected = values(20)
     for sid in "abc":
         assert c.applied_data(sid) == expected
     with pytest.raises(NotLeaderError) as err:
@@ -453,10 +457,7 @@ def test_find_conflict_by_term(ours: list[int], index: int, term: int, expected:
 
 
 def leader_with_replicating_follower(**cfg: object) -> Cluster:
-    c = Cluster("ab", **cfg)
-    c.campaign("a")
-    c["a"].propose(b"warm-up")
-    c.stabilize()
+    c = elected("ab", writes=1, **cfg)
     pr = c["a"].progress("b")
     assert pr is not None and pr.state is ProgressState.REPLICATE
     return c
@@ -539,11 +540,10 @@ def test_proposals_between_readies_go_out_in_one_batch() -> None:
 
 
 def lagging_follower_cluster(trailing: int) -> Cluster:
-    c = Cluster("abc")
-    c.campaign("a")
+    c = elected()
     c.isolate("c")
-    for i in range(20):
-        c["a"].propose(b"v%d" % i)
+    for data in values(20):
+        c["a"].propose(data)
     c.stabilize()
     c.nodes["a"].take_snapshot(trailing=trailing)
     c.heal()
@@ -556,7 +556,7 @@ def test_a_follower_behind_the_compacted_log_gets_a_snapshot() -> None:
     snaps = [m for m in c.sent if m.kind is K.SNAPSHOT]
     assert [m.dst for m in snaps] == ["c"]
     assert c.nodes["c"].store.snapshot_meta() == snaps[0].snapshot
-    assert c.applied_data("c") == [b"v%d" % i for i in range(20)]
+    assert c.applied_data("c") == values(20)
     c["a"].propose(b"after")
     c.stabilize()
     assert c.applied_data("c")[-1] == b"after"
@@ -567,7 +567,7 @@ def test_a_trailing_window_spares_a_slightly_lagging_follower_the_snapshot() -> 
     c = lagging_follower_cluster(trailing=30)
     c.tick_all(2)
     assert not [m for m in c.sent if m.kind is K.SNAPSHOT]
-    assert c.applied_data("c") == [b"v%d" % i for i in range(20)]
+    assert c.applied_data("c") == values(20)
 
 
 def test_a_failed_snapshot_is_retried() -> None:
@@ -580,15 +580,11 @@ def test_a_failed_snapshot_is_retried() -> None:
     assert a.progress("c").state is ProgressState.PROBE  # type: ignore[union-attr]
     c.drop = lambda m: False
     c.tick_all(3)
-    assert c.applied_data("c") == [b"v%d" % i for i in range(20)]
+    assert c.applied_data("c") == values(20)
 
 
 def test_restart_after_snapshot_restores_from_it_and_replays_the_rest() -> None:
-    c = Cluster("abc")
-    c.campaign("a")
-    for i in range(10):
-        c["a"].propose(b"v%d" % i)
-    c.stabilize()
+    c = elected(writes=10)
     c.nodes["b"].take_snapshot(trailing=2)
     for i in range(10, 15):
         c["a"].propose(b"v%d" % i)
@@ -597,4 +593,363 @@ def test_restart_after_snapshot_restores_from_it_and_replays_the_rest() -> None:
     c.stabilize()
     b = c["b"]
     assert b.term == 2 and b.commit_index == c["a"].commit_index
-    assert c.applied_data("b") == [b"v%d" % i for i in range(15)]
+    assert c.applied_data("b") == values(15)
+
+
+# -- membership --------------------------------------------------------------------------------
+
+
+def add(sid: str) -> ConfigChange:
+    return ConfigChange(ConfigChangeKind.ADD_VOTER, sid, f"addr-{sid}")
+
+
+def test_a_new_server_joins_as_learner_catches_up_and_is_promoted() -> None:
+    c = elected(writes=5)
+    c.add_node("d", None, seed=99)  # a fresh server: empty log, no configuration
+    a = c["a"]
+    a.propose_config(ConfigChange(ConfigChangeKind.ADD_LEARNER, "d", "addr-d"))
+    c.stabilize()
+    c.tick_all(2)
+    assert c["d"].configuration.learners == {"d": "addr-d"}
+    assert c.applied_data("d") == values(5)
+    assert c["d"].role is Role.FOLLOWER and "d" not in voters(a)
+    c.tick("d", 100)  # a learner never campaigns
+    assert c["d"].role is Role.FOLLOWER
+    a.propose_config(ConfigChange(ConfigChangeKind.PROMOTE, "d"))
+    c.stabilize()
+    assert all(voters(c[sid]) == {"a", "b", "c", "d"} for sid in "abcd")
+    assert c["d"].configuration.voters["d"] == "addr-d"
+
+
+def test_membership_changes_go_one_at_a_time() -> None:
+    c = elected()
+    a = c["a"]
+    c.add_node("d", None, seed=99)
+    c.add_node("e", None, seed=98)
+    c.cut |= {("a", "d"), ("a", "b"), ("a", "c")}  # keep the first change from committing
+    index = a.propose_config(add("d"))
+    assert voters(a) == {"a", "b", "c", "d"}  # in force as soon as it is in the log
+    with pytest.raises(ConfigChangeError, match=f"index {index} is not committed"):
+        a.propose_config(add("e"))
+    c.heal()
+    c.stabilize()
+    assert a.commit_index >= index
+    a.propose_config(add("e"))
+    c.stabilize()
+    assert voters(c["e"]) == set("abcde")
+
+
+@pytest.mark.parametrize(
+    ("change", "error"),
+    [
+        (ConfigChange(ConfigChangeKind.ADD_VOTER, "b"), "already a voter"),
+        (ConfigChange(ConfigChangeKind.ADD_LEARNER, "c"), "already a member"),
+        (ConfigChange(ConfigChangeKind.PROMOTE, "b"), "not a learner"),
+        (ConfigChange(ConfigChangeKind.REMOVE, "x"), "not a member"),
+    ],
+)
+def test_nonsense_membership_changes_are_refused(change: ConfigChange, error: str) -> None:
+    c = elected()
+    with pytest.raises(ConfigChangeError, match=error):
+        c["a"].propose_config(change)
+
+
+def test_no_membership_change_before_the_leader_commits_its_noop() -> None:
+    c = Cluster("abc", pre_vote=False)
+    c.isolate("a")
+    c.campaign("a")
+    c.heal()
+    for sid in "bc":  # a got the votes, but its no-op is not out yet
+        c["a"].step(Message(K.VOTE_RESP, c["a"].term, sid, "a"))
+    assert c["a"].role is Role.LEADER
+    with pytest.raises(ConfigChangeError, match="not committed an entry of its term"):
+        c["a"].propose_config(add("d"))
+
+
+def test_a_removed_follower_stops_counting_and_the_rest_carry_on() -> None:
+    c = elected()
+    c["a"].propose_config(ConfigChange(ConfigChangeKind.REMOVE, "c"))
+    c.stabilize()
+    assert voters(c["a"]) == voters(c["b"]) == {"a", "b"}
+    c.isolate("c")
+    c["a"].propose(b"after")
+    c.stabilize()
+    assert c.applied_data("b")[-1] == b"after"
+    assert c["a"].progress("c") is None
+
+
+def test_a_removed_leader_steps_down_once_its_removal_commits() -> None:
+    c = elected()
+    a = c["a"]
+    index = a.propose_config(ConfigChange(ConfigChangeKind.REMOVE, "a"))
+    assert a.role is Role.LEADER  # still leads (without counting itself) until committed
+    c.stabilize()
+    assert a.commit_index >= index and a.role is Role.FOLLOWER
+    # It handed over with TimeoutNow, so a new leader follows at once.
+    assert any(m.kind is K.TIMEOUT_NOW and m.src == "a" for m in c.sent)
+    new = c.leader()
+    assert new.id in "bc" and voters(new) == {"b", "c"}
+    new.propose(b"after")
+    c.stabilize()
+    assert c.applied_data("b")[-1] == c.applied_data("c")[-1] == b"after"
+    c.tick("a", 100)  # no longer a voter: never campaigns
+    assert a.role is Role.FOLLOWER
+
+
+def test_a_truncated_configuration_entry_is_forgotten() -> None:
+    c = elected()
+    c.isolate("a")
+    index = c["a"].propose_config(add("d"))  # reaches no one: it can never commit
+    c.stabilize()
+    assert voters(c["a"]) == set("abcd")
+    for _ in range(100):
+        c.tick_all()
+        if any(c[sid].role is Role.LEADER for sid in "bc"):
+            break
+    leader = next(c[sid] for sid in "bc" if c[sid].role is Role.LEADER)
+    leader.propose(b"x")
+    c.stabilize()
+    c.heal()
+    c.tick_all(3)
+    assert c["a"].role is Role.FOLLOWER and c["a"].leader_id == leader.id
+    replaced = c.nodes["a"].store.entries(index, index + 1)[0]
+    assert replaced.type is not EntryType.CONFIG
+    assert voters(c["a"]) == set("abc")
+    assert c.applied_data("a")[-1] == b"x"
+
+
+# -- leadership transfer -----------------------------------------------------------------------
+
+
+def test_leadership_transfer_to_an_up_to_date_follower() -> None:
+    c = elected()
+    a = c["a"]
+    a.transfer_leadership("b")
+    assert a.lead_transferee == "b"
+    with pytest.raises(NotLeaderError, match="transfer in progress") as err:
+        a.propose(b"during")
+    assert err.value.leader_hint == "b"
+    c.stabilize()
+    assert [m.dst for m in c.sent if m.kind is K.TIMEOUT_NOW] == ["b"]
+    assert c.leader().id == "b" and c["b"].term == 3
+    assert not [m for m in c.sent if m.kind is K.PRE_VOTE and m.term == 3]  # no pre-vote
+
+
+def test_leadership_transfer_to_a_lagging_follower_catches_it_up_first() -> None:
+    c = elected()
+    c.isolate("c")
+    for i in range(10):
+        c["a"].propose(b"v%d" % i)
+    c.stabilize()
+    c.heal()
+    c["a"].transfer_leadership("c")
+    c.stabilize()
+    c.tick_all(2)
+    assert c.leader().id == "c"
+    assert c.applied_data("c") == values(10)
+
+
+def test_a_transfer_asked_of_a_follower_is_forwarded() -> None:
+    c = elected()
+    c["c"].transfer_leadership("b")
+    c.stabilize()
+    assert c.leader().id == "b"
+
+
+def test_a_transfer_that_does_not_finish_in_an_election_timeout_is_abandoned() -> None:
+    c = elected()
+    c.drop = lambda m: m.kind is K.TIMEOUT_NOW
+    a = c["a"]
+    a.transfer_leadership("b")
+    c.tick_all(a._cfg.election_tick)
+    assert a.role is Role.LEADER and a.lead_transferee is None
+    a.propose(b"accepted again")
+
+
+def test_transfer_to_a_non_voter_is_refused() -> None:
+    c = elected()
+    with pytest.raises(ValueError, match="not a voter"):
+        c["a"].transfer_leadership("zz")
+
+
+# -- ReadIndex ---------------------------------------------------------------------------------
+
+
+def test_read_index_on_the_leader_needs_a_quorum_round() -> None:
+    c = elected()
+    a = c["a"]
+    a.propose(b"x")
+    c.stabilize()
+    a.read_index(b"r1")
+    out = c.nodes["a"].process()
+    assert c.nodes["a"].read_states == []  # not before the heartbeat round
+    assert {m.dst for m in out if m.kind is K.HEARTBEAT and m.context == b"r1"} == {"b", "c"}
+    c.deliver(out)
+    c.stabilize()
+    assert c.nodes["a"].read_states == [ReadState(b"r1", a.commit_index)]
+
+
+def test_read_index_on_a_leader_cut_off_from_the_quorum_is_never_answered() -> None:
+    c = elected(check_quorum=False)
+    c.isolate("a")
+    c["a"].read_index(b"r1")
+    c.tick_all(5)
+    assert c.nodes["a"].read_states == []
+
+
+def test_read_index_waits_for_the_leader_to_commit_its_noop() -> None:
+    c = Cluster("abc", pre_vote=False)
+    c.isolate("a")
+    c.campaign("a")
+    for sid in "bc":
+        c["a"].step(Message(K.VOTE_RESP, c["a"].term, sid, "a"))
+    a = c["a"]
+    a.read_index(b"early")
+    c.heal()
+    c.stabilize()
+    assert c.nodes["a"].read_states == [ReadState(b"early", a.commit_index)]
+    assert a.commit_index >= 2  # the no-op
+
+
+def test_read_index_on_a_follower_is_forwarded_to_the_leader() -> None:
+    c = elected()
+    c["a"].propose(b"x")
+    c.stabilize()
+    c["b"].read_index(b"rb")
+    c.stabilize()
+    assert c.nodes["b"].read_states == [ReadState(b"rb", c["a"].commit_index)]
+    assert c.nodes["a"].read_states == []
+
+
+def test_read_index_on_a_single_server_is_immediate() -> None:
+    c = elected("a")
+    c["a"].read_index(b"solo")
+    c.stabilize()
+    assert c.nodes["a"].read_states == [ReadState(b"solo", c["a"].commit_index)]
+
+
+def test_read_index_without_a_leader_fails_fast() -> None:
+    c = Cluster("abc")
+    with pytest.raises(NotLeaderError):
+        c["b"].read_index(b"r")
+
+
+# -- the Ready handshake and crashes -----------------------------------------------------------
+
+
+def test_ready_must_be_advanced_before_the_next() -> None:
+    c = elected()
+    a = c["a"]
+    a.propose(b"x")
+    rd = a.ready()
+    assert not a.has_ready()
+    with pytest.raises(RuntimeError, match="before advance"):
+        a.ready()
+    with pytest.raises(RuntimeError, match="not the outstanding"):
+        a.advance(Ready())
+    a.advance(rd)
+
+
+def test_a_vote_is_durable_before_it_is_sent() -> None:
+    c = Cluster("abc", pre_vote=False)
+    b = c.nodes["b"]
+    b.core.step(Message(K.VOTE, 2, "a", "b", index=1, log_term=1))
+    rd = b.core.ready()
+    assert rd.hard_state == HardState(2, "a", 1)
+    assert [m.kind for m in rd.messages] == [K.VOTE_RESP]
+    b.store.save(rd.hard_state, rd.entries, rd.snapshot)
+    b.restart()  # crash after the write, before sending and advance()
+    b.core.step(Message(K.VOTE, 2, "c", "b", index=1, log_term=1))
+    (resp,) = b.process()
+    assert resp.reject  # the vote for "a" survived the crash
+
+
+def test_a_crash_before_the_write_loses_nothing_that_was_acknowledged() -> None:
+    c = elected()
+    b = c.nodes["b"]
+    c["a"].propose(b"x")
+    c.deliver(c.nodes["a"].process())
+    rd = b.core.ready()  # b accepted the entry and would acknowledge it after the write
+    assert rd.entries and any(m.kind is K.APPEND_RESP for m in rd.messages)
+    b.restart()  # crash before the write: the acknowledgement was never sent
+    assert b.core.last_index == 2 and c["a"].commit_index == 2
+    c.stabilize()
+    c.tick_all(2)
+    assert c.applied_data("b") == [b"x"]
+
+
+def test_entries_replaced_while_a_ready_is_being_written_are_persisted_again() -> None:
+    store = MemLogStore()
+    preset(store, "ab", [], term=2)
+    log = RaftLog(store)
+    log.append([Entry(2, 2, data=b"old2"), Entry(3, 2, data=b"old3")])
+    entries, _ = log.take_unstable()
+    # While that write is in flight, a new leader overwrites index 3.
+    log.append([Entry(3, 3, data=b"new3")])
+    store.save(None, entries)
+    log.stable_to(entries, None)
+    assert log.offset == 3 and log.has_unstable()
+    again, _ = log.take_unstable()
+    assert again == [Entry(3, 3, data=b"new3")]
+    store.save(None, again)
+    log.stable_to(again, None)
+    assert store.entries(2, 4) == [Entry(2, 2, data=b"old2"), Entry(3, 3, data=b"new3")]
+
+
+def test_restart_restores_term_vote_commit_and_membership() -> None:
+    c = elected()
+    c.add_node("d", None, seed=5)
+    c["a"].propose_config(add("d"))
+    c.stabilize()
+    before = c["b"]
+    c.nodes["b"].restart()
+    after = c["b"]
+    assert (after.term, after.vote, after.commit_index) == (before.term, "a", before.commit_index)
+    assert after.configuration == before.configuration
+    assert after.role is Role.FOLLOWER and after.applied_index == 0
+    c.stabilize()
+    assert c.nodes["b"].applied[-1].index == after.commit_index
+
+
+# -- wire format and stores --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", list(MessageKind))
+def test_every_message_kind_round_trips_through_msgpack(kind: MessageKind) -> None:
+    snap = SnapshotMeta(7, 2, config_of("ab"), size=10, crc=99)
+    msg = Message(
+        kind, 3, "a", "b", index=5, log_term=2, commit=4, reject=True, reject_hint=1,
+        entries=(Entry(6, 3, EntryType.NORMAL, b"\x00x"), Entry(7, 3, EntryType.NOOP)),
+        context=b"ctx", snapshot=snap,
+    )  # fmt: skip
+    wire = msgpack.unpackb(msgpack.packb(msg.to_wire()))
+    assert Message.from_wire(wire) == msg
+    with pytest.raises(ValueError, match="12-item"):
+        Message.from_wire(wire[:5])
+
+
+def test_memstore_semantics() -> None:
+    store = MemLogStore()
+    preset(store, "a", [1, 2, 2, 3], term=3)
+    assert (store.first_index(), store.last_index(), store.term(4)) == (1, 5, 2)
+    store.save(None, [Entry(4, 4)])  # replaces 4 and drops 5
+    assert store.last_index() == 4 and store.term(4) == 4
+    meta = SnapshotMeta(3, 2, config_of("a"))
+    store.compact(2, meta)
+    assert store.first_index() == 3 and store.term(2) == 1 and store.snapshot_meta() == meta
+    with pytest.raises(CompactedError):
+        store.term(1)
+    with pytest.raises(UnavailableError):
+        store.entries(3, 9)
+    # A snapshot the log does not contain resets the log.
+    store.save(None, [], snapshot=SnapshotMeta(10, 5, config_of("a")))
+    assert (store.first_index(), store.last_index(), store.term(10)) == (11, 10, 5)
+    snaps = MemSnapshotStore()
+    for i in (1, 2, 3):
+        sink = snaps.create(SnapshotMeta(i, 1, config_of("a")))
+        sink.write(b"body%d" % i)
+        sink.commit()
+    assert snaps.latest().index == 3  # type: ignore[union-attr]
+    assert b"".join(snaps.open(2)) == b"body2"
+    with pytest.raises(KeyError):
+        list(snaps.open(1))  # only the newest two are kept
