@@ -953,3 +953,18 @@ def test_memstore_semantics() -> None:
     assert b"".join(snaps.open(2)) == b"body2"
     with pytest.raises(KeyError):
         list(snaps.open(1))  # only the newest two are kept
+
+
+def test_no_local_snapshot_while_a_leaders_snapshot_is_installing() -> None:
+    c = lagging_follower_cluster(trailing=0)
+    meta = c.nodes["a"].store.snapshot_meta()
+    assert meta is not None
+    msg = Message(K.SNAPSHOT, c["a"].term, "a", "c", snapshot=meta)
+    c._ship_snapshot(msg)
+    follower = c["c"]
+    follower.step(msg)
+    assert follower.snapshot_pending
+    with pytest.raises(CompactedError, match="being installed"):
+        follower.snapshot_meta(follower.applied_index)
+    c.nodes["c"].process()
+    assert not follower.snapshot_pending and follower.applied_index == meta.index

@@ -285,13 +285,15 @@ class RaftCore:
     @property
     def snapshot_pending(self) -> bool:
         """A snapshot from the leader is being installed: the FSM is about to be replaced, so
-        this is no time to snapshot it (``snapshot_meta()`` refuses, ``compact()`` ignores)."""
+        this is no time to snapshot it (``snapshot_meta()`` raises CompactedError,
+        ``compact()`` does nothing)."""
         return self._log.unstable_snapshot is not None
 
     def snapshot_meta(self, index: int) -> SnapshotMeta:
         """Metadata for a snapshot of the FSM at ``index`` (which must be applied already)."""
         if self.snapshot_pending:
-            raise RuntimeError(
+            # As for any index below the newest snapshot: the log no longer answers for it.
+            raise CompactedError(
                 f"cannot snapshot at {index}: a snapshot from the leader is being installed "
                 "(check snapshot_pending first)"
             )
