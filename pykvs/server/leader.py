@@ -1,0 +1,121 @@
+"""Work only the leader does: session TTL timers and tombstone reaping.
+
+As in Consul, TTL timers are not replicated. The leader arms one timer per session with a TTL
+(at TTL x 2, Consul's SessionTTLMultiplier, to absorb clock and network slack); when one runs
+out the leader replicates a destroy. On gaining leadership every session's timer is armed again
+from scratch; on losing it all timers stop.
+
+Tombstones are reaped the way Consul's TombstoneGC does it: the leader remembers, per time
+bucket, the highest index at which a delete may have happened, and once a bucket is older than
+the tombstone TTL it replicates a reap up to that index.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+
+from pykvs.state.sessions import parse_go_duration
+
+log = logging.getLogger(__name__)
+
+SESSION_TTL_MULTIPLIER = 2
+NS_PER_SECOND = 1_000_000_000
+
+
+class SessionTimers:
+    """One asyncio timer per session with a TTL; expiry calls ``on_expire(session_id)``."""
+
+    def __init__(self, on_expire: Callable[[str], Awaitable[None]]) -> None:
+        self.on_expire = on_expire
+        self._timers: dict[str, asyncio.TimerHandle] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.active = False
+
+    def __len__(self) -> int:
+        return len(self._timers)
+
+    def start_timer(self, session_id: str, ttl: str) -> None:
+        """(Re)arm ``session_id``'s timer; a no-op without a TTL or when not leader."""
+        if not self.active or not ttl:
+            return
+        seconds = parse_go_duration(ttl) / NS_PER_SECOND * SESSION_TTL_MULTIPLIER
+        self.stop_timer(session_id)
+        loop = asyncio.get_running_loop()
+        self._timers[session_id] = loop.call_later(seconds, self._expired, session_id)
+
+    def stop_timer(self, session_id: str) -> None:
+        handle = self._timers.pop(session_id, None)
+        if handle is not None:
+            handle.cancel()
+
+    def _expired(self, session_id: str) -> None:
+        self._timers.pop(session_id, None)
+        task = asyncio.get_running_loop().create_task(self._invalidate(session_id))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _invalidate(self, session_id: str) -> None:
+        try:
+            await self.on_expire(session_id)
+        except Exception:
+            # Leadership may have moved meanwhile; the next leader arms its own timers.
+            log.warning("session %s: TTL expired but the destroy failed", session_id,
+                        exc_info=True)
+
+    def activate(self, sessions: list[tuple[str, str]]) -> None:
+        """Leadership gained: arm a fresh timer for every (id, ttl)."""
+        self.active = True
+        for session_id, ttl in sessions:
+            self.start_timer(session_id, ttl)
+
+    def deactivate(self) -> None:
+        """Leadership lost (or shutdown): stop every timer."""
+        self.active = False
+        for handle in self._timers.values():
+            handle.cancel()
+        self._timers.clear()
+
+    async def close(self) -> None:
+        self.deactivate()
+        for task in list(self._tasks):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+
+class TombstoneGC:
+    """Remembers (time bucket, index) pairs and says up to which index tombstones may go."""
+
+    def __init__(self, ttl: float = 15 * 60.0, granularity: float = 30.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        if ttl <= 0 or granularity <= 0:
+            raise ValueError("tombstone ttl and granularity must be positive")
+        self.ttl = ttl
+        self.granularity = granularity
+        self.clock = clock
+        self._buckets: deque[tuple[float, int]] = deque()
+
+    def hint(self, index: int) -> None:
+        """A delete may have left tombstones at ``index`` or below."""
+        now = self.clock()
+        bucket = now - (now % self.granularity)
+        if self._buckets and self._buckets[-1][0] == bucket:
+            self._buckets[-1] = (bucket, max(index, self._buckets[-1][1]))
+        else:
+            self._buckets.append((bucket, index))
+
+    def expired(self) -> int:
+        """The highest index whose tombstones are now older than the TTL (0 if none)."""
+        cutoff = self.clock() - self.ttl
+        upto = 0
+        while self._buckets and self._buckets[0][0] + self.granularity <= cutoff:
+            upto = max(upto, self._buckets.popleft()[1])
+        return upto
+
+    def reset(self) -> None:
+        self._buckets.clear()
