@@ -277,21 +277,32 @@ static void put_byte(out_t *o, uint8_t b)
 static size_t decimal_width(uint64_t v)
 {
     size_t width = 1;
-    while (v >= 10) {
-        v /= 10;
+    for (uint64_t bound = 10; v >= bound; bound *= 10) {
         width++;
+        if (width == 20) /* 10^19 is the last power of ten below 2^64 */
+            break;
     }
     return width;
 }
 
 static void put_uint(out_t *o, uint64_t v)
 {
-    size_t width = decimal_width(v);
-    uint8_t *p = reserve(o, width);
+    static const char PAIRS[] = "00010203040506070809101112131415161718192021222324252627282930"
+                                "31323334353637383940414243444546474849505152535455565758596061"
+                                "62636465666768697071727374757677787980818283848586878889909192"
+                                "93949596979899";
+    size_t i = decimal_width(v);
+    uint8_t *p = reserve(o, i);
     if (p == NULL)
         return;
-    for (size_t i = width; i-- > 0; v /= 10)
-        p[i] = (uint8_t)('0' + v % 10);
+    for (; v >= 100; v /= 100) { /* two digits per division */
+        i -= 2;
+        memcpy(p + i, PAIRS + 2 * (v % 100), 2);
+    }
+    if (v >= 10)
+        memcpy(p + i - 2, PAIRS + 2 * v, 2);
+    else
+        p[i - 1] = (uint8_t)('0' + v);
 }
 
 /* ---- base64 (standard alphabet, padded, as Go's encoding/json writes []byte) ------------ */
@@ -299,15 +310,31 @@ static void put_uint(out_t *o, uint64_t v)
 static const char BASE64_ALPHABET[64] =
     "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 
+/* The two characters for each 12-bit group, so 3 input bytes take 2 lookups instead of 4.
+ * Built by the preprocessor: B64(x) is the alphabet as an integer constant expression. */
+#define B64(x) ((x) < 26 ? 'A' + (x) : (x) < 52 ? 'a' + (x) - 26 : (x) < 62 ? '0' + (x) - 52 \
+                : (x) == 62 ? '+' : '/')
+#define B64_PAIR(i) B64((i) >> 6), B64((i) & 63)
+#define B64_PAIRS4(i) B64_PAIR(i), B64_PAIR((i) + 1), B64_PAIR((i) + 2), B64_PAIR((i) + 3)
+#define B64_PAIRS16(i) B64_PAIRS4(i), B64_PAIRS4((i) + 4), B64_PAIRS4((i) + 8), B64_PAIRS4((i) + 12)
+#define B64_PAIRS64(i) \
+    B64_PAIRS16(i), B64_PAIRS16((i) + 16), B64_PAIRS16((i) + 32), B64_PAIRS16((i) + 48)
+#define B64_PAIRS256(i) \
+    B64_PAIRS64(i), B64_PAIRS64((i) + 64), B64_PAIRS64((i) + 128), B64_PAIRS64((i) + 192)
+#define B64_PAIRS1024(i) \
+    B64_PAIRS256(i), B64_PAIRS256((i) + 256), B64_PAIRS256((i) + 512), B64_PAIRS256((i) + 768)
+
+static const uint8_t BASE64_PAIRS[2 * 4096] = {
+    B64_PAIRS1024(0), B64_PAIRS1024(1024), B64_PAIRS1024(2048), B64_PAIRS1024(3072),
+};
+
 static void base64_write(uint8_t *dst, const uint8_t *src, size_t n)
 {
     size_t i = 0;
     for (; n - i >= 3; i += 3) {
         uint32_t v = (uint32_t)src[i] << 16 | (uint32_t)src[i + 1] << 8 | src[i + 2];
-        dst[0] = (uint8_t)BASE64_ALPHABET[v >> 18];
-        dst[1] = (uint8_t)BASE64_ALPHABET[(v >> 12) & 63];
-        dst[2] = (uint8_t)BASE64_ALPHABET[(v >> 6) & 63];
-        dst[3] = (uint8_t)BASE64_ALPHABET[v & 63];
+        memcpy(dst, BASE64_PAIRS + 2 * (v >> 12), 2);
+        memcpy(dst + 2, BASE64_PAIRS + 2 * (v & 0xfff), 2);
         dst += 4;
     }
     if (n - i == 0)
@@ -406,14 +433,27 @@ static int is_line_separator(const uint8_t *p, size_t length)
     return length == 3 && p[0] == 0xe2 && p[1] == 0x80 && (p[2] == 0xa8 || p[2] == 0xa9);
 }
 
+/* Length of the run of bytes from s[i] that are copied as they are. */
+static size_t copy_run(span s, size_t i)
+{
+    size_t start = i;
+    while (i < s.n && BYTE_CLASS[s.p[i]] == COPY)
+        i++;
+    return i - start;
+}
+
 /* Size of s as a JSON string, quotes included. */
 static uint64_t json_string_size(span s)
 {
     uint64_t size = 2;
     size_t i = 0;
-    while (i < s.n) {
+    for (;;) {
+        size_t run = copy_run(s, i);
+        size += run;
+        i += run;
+        if (i == s.n)
+            return size;
         switch (BYTE_CLASS[s.p[i]]) {
-        case COPY: size += 1; i += 1; break;
         case SHORT: size += 2; i += 1; break;
         case UNICODE: size += 6; i += 1; break;
         default: {
@@ -428,7 +468,6 @@ static uint64_t json_string_size(span s)
         }
         }
     }
-    return size;
 }
 
 static uint8_t *write_unicode_escape(uint8_t *d, unsigned code)
@@ -454,22 +493,29 @@ static uint8_t short_escape_letter(uint8_t b)
     }
 }
 
-static void json_string_write(uint8_t *d, span s)
+/* Writes s as a JSON string at d; returns the end. */
+static uint8_t *json_string_write(uint8_t *d, span s)
 {
     size_t i = 0;
     *d++ = '"';
-    while (i < s.n) {
+    for (;;) {
+        size_t run = copy_run(s, i);
+        if (run != 0)
+            memcpy(d, s.p + i, run);
+        d += run;
+        i += run;
+        if (i == s.n)
+            break;
         uint8_t b = s.p[i];
-        switch (BYTE_CLASS[b]) {
-        case COPY: *d++ = b; i += 1; break;
-        case SHORT:
+        if (BYTE_CLASS[b] == SHORT) {
             d[0] = '\\';
             d[1] = short_escape_letter(b);
             d += 2;
             i += 1;
-            break;
-        case UNICODE: d = write_unicode_escape(d, b); i += 1; break;
-        default: {
+        } else if (BYTE_CLASS[b] == UNICODE) {
+            d = write_unicode_escape(d, b);
+            i += 1;
+        } else {
             size_t length = utf8_sequence_length(s.p + i, s.n - i);
             if (length == 0) {
                 d = write_unicode_escape(d, 0xfffd);
@@ -483,13 +529,19 @@ static void json_string_write(uint8_t *d, span s)
                 i += length;
             }
         }
-        }
     }
-    *d = '"';
+    *d++ = '"';
+    return d;
 }
 
 static void put_json_string(out_t *o, span s)
 {
+    /* When even the worst case (every byte a 6-byte escape) fits, write without measuring. */
+    uint64_t worst = 2 + 6 * (uint64_t)s.n;
+    if (o->buf != NULL && o->status == TRANSCODE_OK && worst <= (uint64_t)(o->cap - o->len)) {
+        o->len = (size_t)(json_string_write(o->buf + o->len, s) - o->buf);
+        return;
+    }
     uint8_t *p = reserve(o, json_string_size(s));
     if (p != NULL)
         json_string_write(p, s);
