@@ -222,7 +222,7 @@ def test_lmdb_and_memory_stores_agree(tmp_path_factory: pytest.TempPathFactory,
         for op in ops:
             first, last = model.first_index(), model.last_index()
             commit = first - 1  # never truncate below it, as Raft never truncates committed
-            top = model.term(last)
+            top = max(1, model.term(last))  # entries have terms from 1
             if op[0] == "append":
                 _, back, count, bump = op
                 start = max(first, last + 1 - back)
@@ -370,7 +370,7 @@ def test_damage_outside_the_verified_tail_is_never_served(tmp_path: Path) -> Non
         LMDBStorage(tmp_path / "db", verify="full")
 
 
-def _rewrite_record(txn: lmdb.Transaction, db: object, index: int, term: int) -> None:
+def _rewrite_record(txn: lmdb.Transaction, db: lmdb._Database, index: int, term: int) -> None:
     key = index.to_bytes(8, "big")
     txn.put(key, raw_record(key, [term, 0, payload(index)]), db=db)
 
@@ -462,22 +462,23 @@ def run_until_killed(path: Path, mode: str, acks_wanted: int) -> int:
         [sys.executable, "-c", CHILD, str(path), mode],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE,
     )
+    out, err = proc.stdout, proc.stderr
+    assert out is not None and err is not None
     buf = b""
     deadline = time.monotonic() + 60
     try:
         while buf.count(b"\n") < acks_wanted:
             left = deadline - time.monotonic()
             assert left > 0, "the writer child made no progress"
-            ready, _, _ = select.select([proc.stdout], [], [], left)
-            if ready:
-                chunk = os.read(proc.stdout.fileno(), 65536)  # type: ignore[union-attr]
-                assert chunk, f"child exited early: {proc.stderr.read().decode()}"  # type: ignore[union-attr]
+            if select.select([out.fileno()], [], [], left)[0]:
+                chunk = os.read(out.fileno(), 65536)
+                assert chunk, f"child exited early: {err.read().decode()}"
                 buf += chunk
     finally:
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
-        proc.stdout.close()  # type: ignore[union-attr]
-        proc.stderr.close()  # type: ignore[union-attr]
+        out.close()
+        err.close()
     return int(buf[: buf.rindex(b"\n")].rsplit(b"\n", 1)[-1])
 
 

@@ -18,7 +18,7 @@ from pykvs.raft.messages import Message, MessageKind
 from pykvs.raft.transport import TCPTransport
 from pykvs.raft.types import Entry, EntryType
 
-FAST = {"backoff_min": 0.01, "backoff_max": 0.1}
+FAST: dict[str, Any] = {"backoff_min": 0.01, "backoff_max": 0.1}
 
 
 def run(coro: Coroutine[Any, Any, Any], debug: bool = True) -> Any:

@@ -704,7 +704,9 @@ class LMDBLogStore:
         if meta.index < state.base_index:
             raise ValueError(f"snapshot at index {meta.index} is older than the log's "
                              f"compaction point {state.base_index}")
-        keeps_log = (state.base_index <= meta.index <= state.last
+        # As memstore: the log is kept only if it holds (index, term) as an entry; a snapshot
+        # at the compaction point itself resets the log.
+        keeps_log = (state.first <= meta.index <= state.last
                      and self._term_in(txn, state, meta.index) == meta.term)
         if keeps_log:
             self._delete_range(txn, state.first, meta.index)
