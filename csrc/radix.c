@@ -1,4 +1,1230 @@
+/* radix.c -- a persistent, watchable radix tree over byte-string keys.
+ *
+ * A version of the tree is its root node. Versions are immutable once
+ * committed and share every node they have in common; nodes and leaves carry
+ * reference counts, and releasing a version frees what no other version uses.
+ * A transaction copies the nodes on the paths it changes (path copying); a
+ * node it created itself is changed in place.
+ *
+ * Node layout (one allocation):
+ *
+ *   +------+------+---+-----+-------+-----------+-------+------+
+ *   | refs | plen | n | cap | watch | max_index | count | leaf |   48 bytes
+ *   +------+------+---+-----+-------+-----------+-------+------+
+ *   | child[cap]: pointers, a leaf tagged with the low bit       |   8 * cap
+ *   | keys[cap]:  the byte leading to each child, sorted          |   cap
+ *   | prefix[plen]: the compressed path below the parent's byte   |   plen
+ *   +------------------------------------------------------------+
+ *
+ * The key of everything under a node starts with the node's path: the
+ * parents' paths, each followed by the byte leading down, then this node's
+ * prefix. `leaf` is the entry whose key is exactly the node's path. The root
+ * node always has an empty prefix and is never replaced by a leaf.
+ *
+ * Leaf layout (one allocation):
+ *
+ *   +------+------+-------+-------+-------------+-------------+----------+
+ *   | refs | vlen | watch | index | value[vlen] | varint slen | suffix   |
+ *   +------+------+-------+-------+-------------+-------------+----------+
+ *
+ * A leaf hanging from a node's child array stores the rest of its key after
+ * the child's byte (the suffix); the key is never stored whole, which is
+ * where the tree beats a hash table on memory. A node's own leaf has an empty
+ * suffix. When a split or a merge moves a leaf to another depth, the leaf is
+ * copied with a new suffix but keeps its watch id: it is the same entry.
+ *
+ * Watch ids. Every node and leaf gets an id from one global counter. A
+ * transaction remembers the counter when it began (first_watch): a node with
+ * an id >= first_watch was created by the transaction, belongs to it alone
+ * and may be changed in place. Each base node the transaction copies or
+ * drops, and each base leaf it replaces or removes, has its id recorded in
+ * `fired`. Room for those ids is reserved before an operation changes
+ * anything, so an operation either happens or fails with -1 (out of memory)
+ * leaving the transaction's content as it was (some nodes may have been
+ * copied already, which is harmless).
+ *
+ * Each node keeps its subtree's entry count and largest modify index.
+ *
+ * Children are a sorted array of (byte, pointer), grown 1.5x when a
+ * transaction adds to a node it owns, exact when it copies a base node. Up to
+ * 256 children: lookups use memchr over the key bytes.
+ */
 #include "radix.h"
 
-/* Keeps the unit non-empty until its first function lands. */
-typedef int radix_unit_placeholder;
+#include <stdlib.h>
+#include <string.h>
+
+typedef unsigned char uchar;
+
+struct radix_node {
+    atomic_uint refs;
+    uint32_t plen;
+    uint16_t n;
+    uint16_t cap;
+    uint64_t watch;
+    uint64_t max_index;
+    uint64_t count;
+    radix_leaf *leaf;
+    radix_node *child[]; /* cap pointers, then cap key bytes, then plen prefix bytes */
+};
+
+#define IS_LEAF(p) (((uintptr_t)(p)) & 1u)
+#define AS_LEAF(p) ((radix_leaf *)(((uintptr_t)(p)) & ~(uintptr_t)1))
+#define TAG_LEAF(l) ((radix_node *)(((uintptr_t)(l)) | 1u))
+
+/* ------------------------------------------------------------------------ */
+/* Allocation, with exact accounting and a failure hook for tests.          */
+
+static atomic_size_t g_bytes;
+static atomic_size_t g_blocks;
+static atomic_long g_fail_after = -1;
+static atomic_uint_fast64_t g_next_watch = 1;
+
+static void *rmalloc(size_t size)
+{
+    if (atomic_load_explicit(&g_fail_after, memory_order_relaxed) >= 0 &&
+        atomic_fetch_sub(&g_fail_after, 1) == 0)
+        return NULL;
+    void *p = malloc(size);
+    if (p) {
+        atomic_fetch_add_explicit(&g_bytes, size, memory_order_relaxed);
+        atomic_fetch_add_explicit(&g_blocks, 1, memory_order_relaxed);
+    }
+    return p;
+}
+
+static void rfree(void *p, size_t size)
+{
+    if (!p)
+        return;
+    atomic_fetch_sub_explicit(&g_bytes, size, memory_order_relaxed);
+    atomic_fetch_sub_explicit(&g_blocks, 1, memory_order_relaxed);
+    free(p);
+}
+
+static void *rrealloc(void *p, size_t old, size_t size)
+{
+    if (atomic_load_explicit(&g_fail_after, memory_order_relaxed) >= 0 &&
+        atomic_fetch_sub(&g_fail_after, 1) == 0)
+        return NULL;
+    void *q = realloc(p, size);
+    if (q) {
+        atomic_fetch_add_explicit(&g_bytes, size, memory_order_relaxed);
+        atomic_fetch_sub_explicit(&g_bytes, old, memory_order_relaxed);
+        if (!p)
+            atomic_fetch_add_explicit(&g_blocks, 1, memory_order_relaxed);
+    }
+    return q;
+}
+
+size_t radix_bytes_allocated(void) { return atomic_load(&g_bytes); }
+size_t radix_blocks_allocated(void) { return atomic_load(&g_blocks); }
+void radix_fail_alloc_after(long n) { atomic_store(&g_fail_after, n); }
+
+static uint64_t next_watch(void) { return atomic_fetch_add(&g_next_watch, 1); }
+
+static void copy(void *dst, const void *src, size_t n)
+{
+    if (n)
+        memcpy(dst, src, n);
+}
+
+static int same(const void *a, const void *b, size_t n) { return n == 0 || memcmp(a, b, n) == 0; }
+
+/* Three-way compare of a[0:n] and b[0:n]. */
+static int cmp(const void *a, const void *b, size_t n) { return n ? memcmp(a, b, n) : 0; }
+
+/* ------------------------------------------------------------------------ */
+/* Leaves.                                                                  */
+
+static size_t varint_len(size_t v)
+{
+    size_t n = 1;
+    while (v >= 0x80) {
+        v >>= 7;
+        n++;
+    }
+    return n;
+}
+
+static const uchar *leaf_suffix(const radix_leaf *l, size_t *slen)
+{
+    const uchar *p = (const uchar *)l->data + l->vlen;
+    size_t v = 0;
+    unsigned shift = 0;
+    uchar b;
+    do {
+        b = *p++;
+        v |= (size_t)(b & 0x7f) << shift;
+        shift += 7;
+    } while (b & 0x80);
+    *slen = v;
+    return p;
+}
+
+static size_t leaf_size(const radix_leaf *l)
+{
+    size_t slen;
+    const uchar *s = leaf_suffix(l, &slen);
+    return (size_t)(s - (const uchar *)l) + slen;
+}
+
+/* A suffix given in up to three parts: a[0:an], then byte mid if mid >= 0, then b[0:bn]. */
+typedef struct {
+    const uchar *a;
+    size_t an;
+    int mid;
+    const uchar *b;
+    size_t bn;
+} parts;
+
+static parts one_part(const uchar *a, size_t an) { return (parts){a, an, -1, NULL, 0}; }
+
+static radix_leaf *leaf_new(const void *value, uint32_t vlen, uint64_t index, uint64_t watch,
+                            parts s)
+{
+    size_t slen = s.an + (s.mid >= 0) + s.bn;
+    size_t size = sizeof(radix_leaf) + vlen + varint_len(slen) + slen;
+    radix_leaf *l = rmalloc(size);
+    if (!l)
+        return NULL;
+    atomic_init(&l->refs, 1);
+    l->vlen = vlen;
+    l->watch = watch;
+    l->index = index;
+    copy(l->data, value, vlen);
+    uchar *p = (uchar *)l->data + vlen;
+    size_t v = slen;
+    while (v >= 0x80) {
+        *p++ = (uchar)(v | 0x80);
+        v >>= 7;
+    }
+    *p++ = (uchar)v;
+    copy(p, s.a, s.an);
+    p += s.an;
+    if (s.mid >= 0)
+        *p++ = (uchar)s.mid;
+    copy(p, s.b, s.bn);
+    return l;
+}
+
+/* The same entry (value, index, watch id) with another suffix. */
+static radix_leaf *leaf_moved(const radix_leaf *l, parts s)
+{
+    return leaf_new(l->data, l->vlen, l->index, l->watch, s);
+}
+
+static void leaf_decref(radix_leaf *l)
+{
+    if (atomic_fetch_sub_explicit(&l->refs, 1, memory_order_acq_rel) == 1)
+        rfree(l, leaf_size(l));
+}
+
+static void leaf_incref(radix_leaf *l) { atomic_fetch_add_explicit(&l->refs, 1, memory_order_relaxed); }
+
+/* ------------------------------------------------------------------------ */
+/* Nodes.                                                                   */
+
+static uchar *node_keys(const radix_node *n) { return (uchar *)(n->child + n->cap); }
+static uchar *node_prefix(const radix_node *n) { return node_keys(n) + n->cap; }
+
+static size_t node_bytes(unsigned cap, size_t plen)
+{
+    return sizeof(radix_node) + cap * (sizeof(radix_node *) + 1) + plen;
+}
+
+static size_t node_size(const radix_node *n) { return node_bytes(n->cap, n->plen); }
+
+static radix_node *node_alloc(unsigned cap, size_t plen)
+{
+    if (plen > UINT32_MAX)
+        return NULL;
+    radix_node *n = rmalloc(node_bytes(cap, plen));
+    if (!n)
+        return NULL;
+    atomic_init(&n->refs, 1);
+    n->plen = (uint32_t)plen;
+    n->n = 0;
+    n->cap = (uint16_t)cap;
+    n->watch = next_watch();
+    n->max_index = 0;
+    n->count = 0;
+    n->leaf = NULL;
+    return n;
+}
+
+static int node_find(const radix_node *n, uchar b)
+{
+    const uchar *k = node_keys(n);
+    const uchar *p = n->n ? memchr(k, b, n->n) : NULL;
+    return p ? (int)(p - k) : -1;
+}
+
+static unsigned node_lower_bound(const radix_node *n, uchar b)
+{
+    const uchar *k = node_keys(n);
+    unsigned lo = 0, hi = n->n;
+    while (lo < hi) {
+        unsigned mid = (lo + hi) / 2;
+        if (k[mid] < b)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo;
+}
+
+static void child_incref(radix_node *c);
+static void node_decref(radix_node *n);
+
+static void child_decref(radix_node *c)
+{
+    if (IS_LEAF(c))
+        leaf_decref(AS_LEAF(c));
+    else
+        node_decref(c);
+}
+
+static void node_decref(radix_node *n)
+{
+    if (atomic_fetch_sub_explicit(&n->refs, 1, memory_order_acq_rel) != 1)
+        return;
+    for (unsigned i = 0; i < n->n; i++)
+        child_decref(n->child[i]);
+    if (n->leaf)
+        leaf_decref(n->leaf);
+    rfree(n, node_size(n));
+}
+
+static void child_incref(radix_node *c)
+{
+    if (IS_LEAF(c))
+        leaf_incref(AS_LEAF(c));
+    else
+        atomic_fetch_add_explicit(&c->refs, 1, memory_order_relaxed);
+}
+
+static uint64_t child_max(const radix_node *c)
+{
+    return IS_LEAF(c) ? AS_LEAF(c)->index : c->max_index;
+}
+
+static uint64_t child_count(const radix_node *c) { return IS_LEAF(c) ? 1 : c->count; }
+
+static void node_fix_max(radix_node *n)
+{
+    uint64_t m = n->leaf ? n->leaf->index : 0;
+    for (unsigned i = 0; i < n->n; i++) {
+        uint64_t c = child_max(n->child[i]);
+        if (c > m)
+            m = c;
+    }
+    n->max_index = m;
+}
+
+/* A new node with n's children and leaf (references taken), the given prefix
+ * and room for cap children; a fresh watch id. */
+static radix_node *node_clone(const radix_node *n, unsigned cap, parts prefix)
+{
+    size_t plen = prefix.an + (prefix.mid >= 0) + prefix.bn;
+    radix_node *m = node_alloc(cap, plen);
+    if (!m)
+        return NULL;
+    m->n = n->n;
+    m->max_index = n->max_index;
+    m->count = n->count;
+    m->leaf = n->leaf;
+    if (m->leaf)
+        leaf_incref(m->leaf);
+    for (unsigned i = 0; i < n->n; i++) {
+        m->child[i] = n->child[i];
+        child_incref(m->child[i]);
+    }
+    copy(node_keys(m), node_keys(n), n->n);
+    uchar *p = node_prefix(m);
+    copy(p, prefix.a, prefix.an);
+    p += prefix.an;
+    if (prefix.mid >= 0)
+        *p++ = (uchar)prefix.mid;
+    copy(p, prefix.b, prefix.bn);
+    return m;
+}
+
+static void node_insert_child(radix_node *n, unsigned at, uchar b, radix_node *c)
+{
+    uchar *k = node_keys(n);
+    memmove(n->child + at + 1, n->child + at, (n->n - at) * sizeof(radix_node *));
+    memmove(k + at + 1, k + at, n->n - at);
+    n->child[at] = c;
+    k[at] = b;
+    n->n++;
+}
+
+static void node_remove_child(radix_node *n, unsigned at)
+{
+    uchar *k = node_keys(n);
+    memmove(n->child + at, n->child + at + 1, (n->n - at - 1) * sizeof(radix_node *));
+    memmove(k + at, k + at + 1, n->n - at - 1);
+    n->n--;
+}
+
+radix_node *radix_empty(void) { return node_alloc(0, 0); }
+
+void radix_retain(radix_node *t)
+{
+    if (t)
+        atomic_fetch_add_explicit(&t->refs, 1, memory_order_relaxed);
+}
+
+void radix_release(radix_node *t)
+{
+    if (t)
+        node_decref(t);
+}
+
+uint64_t radix_len(const radix_node *t) { return t->count; }
+
+/* ------------------------------------------------------------------------ */
+/* Reads.                                                                   */
+
+/* The node, or tagged leaf, whose subtree holds exactly the keys starting
+ * with p; NULL when no key does. *deepest: the last node visited. */
+static radix_node *locate(const radix_node *t, const uchar *p, size_t plen,
+                          const radix_node **deepest)
+{
+    const radix_node *n = t;
+    size_t depth = 0;
+    for (;;) {
+        *deepest = n;
+        size_t rem = plen - depth;
+        size_t m = rem < n->plen ? rem : n->plen;
+        if (!same(node_prefix(n), p + depth, m))
+            return NULL;
+        if (rem <= n->plen)
+            return (radix_node *)n;
+        size_t d = depth + n->plen;
+        int i = node_find(n, p[d]);
+        if (i < 0)
+            return NULL;
+        radix_node *c = n->child[i];
+        if (IS_LEAF(c)) {
+            size_t slen;
+            const uchar *s = leaf_suffix(AS_LEAF(c), &slen);
+            size_t r2 = plen - d - 1;
+            return slen >= r2 && same(s, p + d + 1, r2) ? c : NULL;
+        }
+        n = c;
+        depth = d + 1;
+    }
+}
+
+/* The leaf holding key, or NULL; *deepest: the last node visited. */
+static radix_leaf *lookup(const radix_node *t, const uchar *key, size_t klen,
+                          const radix_node **deepest)
+{
+    const radix_node *n = t;
+    size_t depth = 0;
+    for (;;) {
+        *deepest = n;
+        size_t rem = klen - depth;
+        if (rem < n->plen || !same(node_prefix(n), key + depth, n->plen))
+            return NULL;
+        size_t d = depth + n->plen;
+        if (d == klen)
+            return n->leaf;
+        int i = node_find(n, key[d]);
+        if (i < 0)
+            return NULL;
+        radix_node *c = n->child[i];
+        if (IS_LEAF(c)) {
+            size_t slen;
+            const uchar *s = leaf_suffix(AS_LEAF(c), &slen);
+            return slen == klen - d - 1 && same(s, key + d + 1, slen) ? AS_LEAF(c) : NULL;
+        }
+        n = c;
+        depth = d + 1;
+    }
+}
+
+const radix_leaf *radix_get(const radix_node *t, const char *key, size_t klen)
+{
+    const radix_node *deepest;
+    return lookup(t, (const uchar *)key, klen, &deepest);
+}
+
+uint64_t radix_key_watch(const radix_node *t, const char *key, size_t klen)
+{
+    const radix_node *deepest;
+    const radix_leaf *l = lookup(t, (const uchar *)key, klen, &deepest);
+    return l ? l->watch : deepest->watch;
+}
+
+uint64_t radix_prefix_watch(const radix_node *t, const char *prefix, size_t plen)
+{
+    const radix_node *deepest;
+    radix_node *c = locate(t, (const uchar *)prefix, plen, &deepest);
+    return c && !IS_LEAF(c) ? c->watch : deepest->watch;
+}
+
+uint64_t radix_count(const radix_node *t, const char *prefix, size_t plen)
+{
+    const radix_node *deepest;
+    radix_node *c = locate(t, (const uchar *)prefix, plen, &deepest);
+    return c ? child_count(c) : 0;
+}
+
+uint64_t radix_max_index(const radix_node *t, const char *prefix, size_t plen)
+{
+    const radix_node *deepest;
+    radix_node *c = locate(t, (const uchar *)prefix, plen, &deepest);
+    return c ? child_max(c) : 0;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Listings.                                                                */
+
+void radix_buf_free(radix_buf *b)
+{
+    rfree(b->data, b->cap);
+    b->data = NULL;
+    b->len = b->cap = 0;
+}
+
+static int buf_reserve(radix_buf *b, size_t extra)
+{
+    if (b->cap - b->len >= extra)
+        return 0;
+    size_t cap = b->cap ? b->cap : 256;
+    while (cap - b->len < extra)
+        cap *= 2;
+    char *d = rrealloc(b->data, b->cap, cap);
+    if (!d)
+        return -1;
+    b->data = d;
+    b->cap = cap;
+    return 0;
+}
+
+static void put(radix_buf *b, const void *p, size_t n)
+{
+    copy(b->data + b->len, p, n);
+    b->len += n;
+}
+
+static void put_le(radix_buf *b, uint64_t v, unsigned n)
+{
+    for (unsigned i = 0; i < n; i++)
+        b->data[b->len++] = (char)(v >> (8 * i));
+}
+
+/* Pickle opcodes (protocol 3). */
+#define PK_PROTO '\x80'
+#define PK_EMPTY_LIST ']'
+#define PK_MARK '('
+#define PK_APPENDS 'e'
+#define PK_STOP '.'
+#define PK_SHORT_BINBYTES 'C'
+#define PK_BINBYTES 'B'
+#define PK_BININT 'J'
+#define PK_LONG1 '\x8a'
+#define PK_TUPLE3 '\x87'
+
+static void put_pickle_bytes(radix_buf *b, const void *p, size_t n)
+{
+    if (n < 256) {
+        b->data[b->len++] = PK_SHORT_BINBYTES;
+        put_le(b, n, 1);
+    } else {
+        b->data[b->len++] = PK_BINBYTES;
+        put_le(b, n, 4);
+    }
+    put(b, p, n);
+}
+
+static void put_pickle_uint(radix_buf *b, uint64_t v)
+{
+    if (v < 0x80000000u) {
+        b->data[b->len++] = PK_BININT;
+        put_le(b, v, 4);
+    } else {
+        /* LONG1: two's complement little-endian; a ninth byte keeps it positive. */
+        unsigned n = v < 0x8000000000000000u ? 8 : 9;
+        b->data[b->len++] = PK_LONG1;
+        put_le(b, n, 1);
+        put_le(b, v, 8);
+        if (n == 9)
+            b->data[b->len++] = 0;
+    }
+}
+
+typedef struct {
+    radix_buf *out;
+    const uchar *prefix, *lower, *sep;
+    size_t plen, llen, seplen, limit;
+    long emitted;
+    int format;
+    int stop; /* 1: done, -1: out of memory */
+    uchar *path;
+    size_t len, cap;
+} scan_t;
+
+static int path_append(scan_t *s, const uchar *p, size_t n)
+{
+    if (s->cap - s->len < n) {
+        size_t cap = s->cap ? s->cap : 64;
+        while (cap - s->len < n)
+            cap *= 2;
+        uchar *q = rrealloc(s->path, s->cap, cap);
+        if (!q) {
+            s->stop = -1;
+            return -1;
+        }
+        s->path = q;
+        s->cap = cap;
+    }
+    copy(s->path + s->len, p, n);
+    s->len += n;
+    return 0;
+}
+
+static void emit(scan_t *s, const uchar *key, size_t klen, const radix_leaf *l)
+{
+    size_t need = 32 + klen + (l ? l->vlen : 0);
+    if (buf_reserve(s->out, need) < 0) {
+        s->stop = -1;
+        return;
+    }
+    radix_buf *b = s->out;
+    switch (s->format) {
+    case RADIX_PACKED:
+        put_le(b, klen, 4);
+        put_le(b, l ? l->vlen : 0, 4);
+        put_le(b, l ? l->index : 0, 8);
+        put(b, key, klen);
+        if (l)
+            put(b, l->data, l->vlen);
+        break;
+    case RADIX_PICKLE_ITEMS:
+        put_pickle_bytes(b, key, klen);
+        put_pickle_bytes(b, l ? l->data : NULL, l ? l->vlen : 0);
+        put_pickle_uint(b, l ? l->index : 0);
+        b->data[b->len++] = PK_TUPLE3;
+        break;
+    default:
+        put_pickle_bytes(b, key, klen);
+        break;
+    }
+    s->emitted++;
+    if (s->limit && (size_t)s->emitted >= s->limit)
+        s->stop = 1;
+}
+
+enum { VISIT = 0, SKIP = 1 };
+
+/* Called once the path has grown from old bytes to s->len: checks the prefix,
+ * the lower bound (while *seeking, the path is a prefix of lower) and the
+ * separator. Returns SKIP when nothing below the path is listed. */
+static int check_path(scan_t *s, size_t old, int *seeking)
+{
+    size_t m = s->len < s->plen ? s->len : s->plen;
+    int c = cmp(s->path, s->prefix, m);
+    if (c != 0) {
+        if (c > 0)
+            s->stop = 1;
+        return SKIP;
+    }
+    if (*seeking) {
+        m = s->len < s->llen ? s->len : s->llen;
+        c = cmp(s->path, s->lower, m);
+        if (c < 0)
+            return SKIP;
+        if (c > 0 || s->len > s->llen)
+            *seeking = 0;
+    }
+    if (s->seplen && s->len >= s->plen + s->seplen) {
+        size_t from = old + 1 >= s->seplen ? old + 1 - s->seplen : 0;
+        if (from < s->plen)
+            from = s->plen;
+        for (size_t i = from; i + s->seplen <= s->len; i++) {
+            if (s->path[i] == s->sep[0] && same(s->path + i, s->sep, s->seplen)) {
+                if (!*seeking || i + s->seplen >= s->llen)
+                    emit(s, s->path, i + s->seplen, NULL);
+                return SKIP;
+            }
+        }
+    }
+    return VISIT;
+}
+
+static void emit_leaf(scan_t *s, const radix_leaf *l, int seeking)
+{
+    if (s->len < s->plen || (seeking && s->len < s->llen))
+        return;
+    emit(s, s->path, s->len, l);
+}
+
+static void scan_node(scan_t *s, const radix_node *n, size_t old, int seeking)
+{
+    if (path_append(s, node_prefix(n), n->plen) < 0)
+        return;
+    if (check_path(s, old, &seeking) == SKIP || s->stop)
+        return;
+    size_t here = s->len;
+    if (n->leaf)
+        emit_leaf(s, n->leaf, seeking);
+    const uchar *keys = node_keys(n);
+    unsigned i = 0;
+    if (seeking && here < s->llen)
+        i = node_lower_bound(n, s->lower[here]);
+    for (; i < n->n && !s->stop; i++) {
+        s->len = here;
+        int child_seeking = seeking && here < s->llen && keys[i] == s->lower[here];
+        radix_node *c = n->child[i];
+        if (!IS_LEAF(c)) {
+            if (path_append(s, &keys[i], 1) == 0)
+                scan_node(s, c, here, child_seeking);
+            continue;
+        }
+        size_t slen;
+        const uchar *suffix = leaf_suffix(AS_LEAF(c), &slen);
+        if (path_append(s, &keys[i], 1) < 0 || path_append(s, suffix, slen) < 0)
+            break;
+        if (check_path(s, here, &child_seeking) == VISIT && !s->stop)
+            emit_leaf(s, AS_LEAF(c), child_seeking);
+    }
+    s->len = here;
+}
+
+long radix_scan(const radix_node *t, const char *prefix, size_t plen, const char *lower,
+                size_t llen, const char *sep, size_t seplen, size_t limit, int format,
+                radix_buf *out)
+{
+    /* Start at the larger of lower and prefix. */
+    size_t m = llen < plen ? llen : plen;
+    int c = cmp(lower, prefix, m);
+    if (c < 0 || (c == 0 && llen < plen)) {
+        lower = prefix;
+        llen = plen;
+    }
+    scan_t s = {.out = out,
+                .prefix = (const uchar *)prefix,
+                .plen = plen,
+                .lower = (const uchar *)lower,
+                .llen = llen,
+                .sep = (const uchar *)sep,
+                .seplen = seplen,
+                .limit = limit,
+                .format = format};
+    int pickled = format != RADIX_PACKED;
+    if (pickled) {
+        if (buf_reserve(out, 8) < 0)
+            return -1;
+        out->data[out->len++] = PK_PROTO;
+        out->data[out->len++] = 3;
+        out->data[out->len++] = PK_EMPTY_LIST;
+        out->data[out->len++] = PK_MARK;
+    }
+    scan_node(&s, t, 0, 1);
+    rfree(s.path, s.cap);
+    if (s.stop < 0 || (pickled && buf_reserve(out, 2) < 0))
+        return -1;
+    if (pickled) {
+        out->data[out->len++] = PK_APPENDS;
+        out->data[out->len++] = PK_STOP;
+    }
+    return s.emitted;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Transactions.                                                            */
+
+radix_txn *radix_txn_begin(radix_node *base)
+{
+    radix_txn *x = rmalloc(sizeof *x);
+    if (!x)
+        return NULL;
+    radix_retain(base);
+    *x = (radix_txn){.root = base, .first_watch = atomic_load(&g_next_watch)};
+    return x;
+}
+
+void radix_txn_free(radix_txn *x)
+{
+    if (!x)
+        return;
+    if (x->state == 0)
+        radix_release(x->root);
+    rfree(x->fired, x->capfired * sizeof(uint64_t));
+    rfree(x, sizeof *x);
+}
+
+radix_node *radix_txn_commit(radix_txn *x)
+{
+    if (x->state != 0)
+        return NULL;
+    x->state = 1;
+    return x->root;
+}
+
+/* Makes room for n more fired ids. */
+static int reserve_fired(radix_txn *x, size_t n)
+{
+    if (x->capfired - x->nfired >= n)
+        return 0;
+    size_t cap = x->capfired ? x->capfired * 2 : 64;
+    while (cap - x->nfired < n)
+        cap *= 2;
+    uint64_t *f = rrealloc(x->fired, x->capfired * sizeof(uint64_t), cap * sizeof(uint64_t));
+    if (!f)
+        return -1;
+    x->fired = f;
+    x->capfired = cap;
+    return 0;
+}
+
+static void fire(radix_txn *x, uint64_t watch)
+{
+    if (watch < x->first_watch)
+        x->fired[x->nfired++] = watch;
+}
+
+static int owned(const radix_txn *x, const radix_node *n) { return n->watch >= x->first_watch; }
+
+/* Makes the node in *slot the transaction's own, with room for `extra` more
+ * children, and returns it; NULL when out of memory (*slot unchanged). */
+static radix_node *own(radix_txn *x, radix_node **slot, unsigned extra)
+{
+    radix_node *n = *slot;
+    unsigned need = n->n + extra;
+    if (owned(x, n) && need <= n->cap)
+        return n;
+    unsigned cap = need;
+    if (owned(x, n)) {
+        cap = need < 4 ? 4 : need + need / 2;
+        if (cap > 256)
+            cap = 256;
+    }
+    radix_node *m = node_clone(n, cap, one_part(node_prefix(n), n->plen));
+    if (!m)
+        return NULL;
+    if (owned(x, n))
+        m->watch = n->watch;
+    fire(x, n->watch);
+    node_decref(n);
+    *slot = m;
+    return m;
+}
+
+static void note_index(radix_node *n, uint64_t index)
+{
+    if (index > n->max_index)
+        n->max_index = index;
+}
+
+/* After one entry of index `old` in n's subtree changed to index `now`
+ * (now == 0 and gone: removed), keeps n->max_index right. */
+static void fix_after(radix_node *n, uint64_t old, uint64_t now)
+{
+    if (now >= n->max_index)
+        n->max_index = now;
+    else if (old == n->max_index)
+        node_fix_max(n);
+}
+
+static size_t common(const uchar *a, size_t an, const uchar *b, size_t bn)
+{
+    size_t m = an < bn ? an : bn, i = 0;
+    while (i < m && a[i] == b[i])
+        i++;
+    return i;
+}
+
+typedef struct {
+    const uchar *key;
+    size_t klen;
+    const void *value;
+    uint32_t vlen;
+    uint64_t index;
+    int added;
+    uint64_t old_index; /* of the replaced entry */
+} ins_t;
+
+/* A node holding two things: the entry being inserted, whose key continues
+ * with k2[0:r2] below the node's path, and `other` (a leaf whose suffix is
+ * o2[0:or2], or a node reached by byte o2[0]); the node's prefix is their
+ * common part q. */
+static radix_node *fork_node(ins_t *in, const uchar *k2, size_t r2, size_t q,
+                             const radix_leaf *other_leaf, const uchar *o2, size_t or2,
+                             radix_node *other_node)
+{
+    radix_node *m = node_alloc(2, q);
+    if (!m)
+        return NULL;
+    copy(node_prefix(m), k2, q);
+    radix_leaf *nl = leaf_new(in->value, in->vlen, in->index, next_watch(),
+                              one_part(k2 + q + (r2 > q), r2 > q ? r2 - q - 1 : 0));
+    radix_leaf *ol = NULL;
+    if (other_leaf)
+        ol = leaf_moved(other_leaf, one_part(o2 + q + (or2 > q), or2 > q ? or2 - q - 1 : 0));
+    if (!nl || (other_leaf && !ol)) {
+        if (nl)
+            leaf_decref(nl);
+        if (ol)
+            leaf_decref(ol);
+        rfree(m, node_size(m));
+        return NULL;
+    }
+    radix_node *oc = other_leaf ? TAG_LEAF(ol) : other_node;
+    if (r2 == q)
+        m->leaf = nl;
+    else
+        node_insert_child(m, 0, k2[q], TAG_LEAF(nl));
+    if (other_leaf && or2 == q)
+        m->leaf = ol;
+    else
+        node_insert_child(m, node_lower_bound(m, o2[q]), o2[q], oc);
+    m->count = 1 + (other_leaf ? 1 : other_node->count);
+    m->max_index = other_leaf ? other_leaf->index : other_node->max_index;
+    note_index(m, in->index);
+    return m;
+}
+
+static int ins(radix_txn *x, radix_node **slot, size_t depth, ins_t *in)
+{
+    radix_node *n = *slot;
+    const uchar *key = in->key;
+    size_t rem = in->klen - depth;
+    size_t p = common(node_prefix(n), n->plen, key + depth, rem);
+    if (p < n->plen) {
+        /* The key leaves n's prefix at p: a new node takes the common part, n
+         * (copied, shorter prefix) goes under it. */
+        const uchar *pre = node_prefix(n);
+        radix_node *lower =
+            node_clone(n, n->n, one_part(pre + p + 1, n->plen - p - 1));
+        if (!lower)
+            return -1;
+        radix_node *m = fork_node(in, key + depth, rem, p, NULL, pre, n->plen, lower);
+        if (!m) {
+            node_decref(lower);
+            return -1;
+        }
+        fire(x, n->watch);
+        node_decref(n);
+        *slot = m;
+        in->added = 1;
+        return 0;
+    }
+    size_t d = depth + n->plen;
+    if (d == in->klen) {
+        radix_leaf *l = leaf_new(in->value, in->vlen, in->index, next_watch(), one_part(NULL, 0));
+        if (!l)
+            return -1;
+        if (!(n = own(x, slot, 0))) {
+            leaf_decref(l);
+            return -1;
+        }
+        radix_leaf *old = n->leaf;
+        n->leaf = l;
+        if (old) {
+            in->old_index = old->index;
+            fire(x, old->watch);
+            leaf_decref(old);
+            fix_after(n, in->old_index, in->index);
+        } else {
+            in->added = 1;
+            n->count++;
+            note_index(n, in->index);
+        }
+        return 0;
+    }
+    const uchar *k2 = key + d + 1;
+    size_t r2 = in->klen - d - 1;
+    int i = node_find(n, key[d]);
+    if (i < 0) {
+        radix_leaf *l = leaf_new(in->value, in->vlen, in->index, next_watch(), one_part(k2, r2));
+        if (!l)
+            return -1;
+        if (!(n = own(x, slot, 1))) {
+            leaf_decref(l);
+            return -1;
+        }
+        node_insert_child(n, node_lower_bound(n, key[d]), key[d], TAG_LEAF(l));
+        in->added = 1;
+        n->count++;
+        note_index(n, in->index);
+        return 0;
+    }
+    radix_node *c = n->child[i];
+    if (IS_LEAF(c)) {
+        radix_leaf *old = AS_LEAF(c);
+        size_t slen;
+        const uchar *s = leaf_suffix(old, &slen);
+        radix_node *repl;
+        if (slen == r2 && same(s, k2, r2)) {
+            radix_leaf *l = leaf_new(in->value, in->vlen, in->index, next_watch(), one_part(k2, r2));
+            repl = l ? TAG_LEAF(l) : NULL;
+        } else {
+            repl = fork_node(in, k2, r2, common(s, slen, k2, r2), old, s, slen, NULL);
+        }
+        if (!repl)
+            return -1;
+        if (!(n = own(x, slot, 0))) {
+            child_decref(repl);
+            return -1;
+        }
+        n->child[i] = repl;
+        if (IS_LEAF(repl)) { /* replaced the entry */
+            in->old_index = old->index;
+            fire(x, old->watch);
+            leaf_decref(old);
+            fix_after(n, in->old_index, in->index);
+        } else { /* moved it below a new node; same entry, same watch id */
+            leaf_decref(old);
+            in->added = 1;
+            n->count++;
+            note_index(n, in->index);
+        }
+        return 0;
+    }
+    if (!(n = own(x, slot, 0)))
+        return -1;
+    uint64_t old_max = n->child[i]->max_index;
+    if (ins(x, &n->child[i], d + 1, in) < 0)
+        return -1;
+    if (in->added) {
+        n->count++;
+        note_index(n, in->index);
+    } else {
+        fix_after(n, old_max, n->child[i]->max_index);
+    }
+    return 0;
+}
+
+int radix_txn_insert(radix_txn *x, const char *key, size_t klen, const char *value,
+                     size_t vlen, uint64_t index)
+{
+    if (x->state != 0 || vlen > UINT32_MAX || klen > UINT32_MAX)
+        return -2;
+    if (reserve_fired(x, klen + 8) < 0)
+        return -1;
+    ins_t in = {(const uchar *)key, klen, value, (uint32_t)vlen, index, 0, 0};
+    if (ins(x, &x->root, 0, &in) < 0)
+        return -1;
+    return in.added;
+}
+
+/* Puts n (the transaction's own, not the root) back in canonical shape after
+ * a removal below it: gone when empty, merged into its only child, or turned
+ * into a leaf. When a merge cannot allocate, n simply stays as it is. */
+static void normalize(radix_txn *x, radix_node **slot)
+{
+    radix_node *n = *slot;
+    parts pre = one_part(node_prefix(n), n->plen);
+    radix_node *repl;
+    if (n->count == 0) {
+        repl = NULL;
+    } else if (!n->leaf && n->n == 1) {
+        radix_node *c = n->child[0];
+        pre.mid = node_keys(n)[0];
+        if (IS_LEAF(c)) {
+            size_t slen;
+            pre.b = leaf_suffix(AS_LEAF(c), &slen);
+            pre.bn = slen;
+            radix_leaf *l = leaf_moved(AS_LEAF(c), pre);
+            if (!l)
+                return;
+            repl = TAG_LEAF(l);
+        } else {
+            pre.b = node_prefix(c);
+            pre.bn = c->plen;
+            repl = node_clone(c, c->n, pre);
+            if (!repl)
+                return;
+            if (owned(x, c))
+                repl->watch = c->watch;
+            fire(x, c->watch);
+        }
+    } else if (n->leaf && n->n == 0) {
+        radix_leaf *l = leaf_moved(n->leaf, pre);
+        if (!l)
+            return;
+        repl = TAG_LEAF(l);
+    } else {
+        return;
+    }
+    node_decref(n); /* n is the transaction's own: frees it and drops its references */
+    *slot = repl;
+}
+
+/* Drops the entry child i of n (a tagged leaf or a node), which was counted in
+ * n, firing the leaf. */
+static void drop_child(radix_txn *x, radix_node *n, unsigned i)
+{
+    radix_node *c = n->child[i];
+    node_remove_child(n, i);
+    if (IS_LEAF(c))
+        fire(x, AS_LEAF(c)->watch);
+    child_decref(c);
+}
+
+/* Removes key (which exists below *slot); *gone receives its index. */
+static int del(radix_txn *x, radix_node **slot, size_t depth, const uchar *key, size_t klen,
+               uint64_t *gone, int is_root)
+{
+    radix_node *n = own(x, slot, 0);
+    if (!n)
+        return -1;
+    size_t d = depth + n->plen;
+    if (d == klen) {
+        *gone = n->leaf->index;
+        fire(x, n->leaf->watch);
+        leaf_decref(n->leaf);
+        n->leaf = NULL;
+    } else {
+        int i = node_find(n, key[d]);
+        if (IS_LEAF(n->child[i])) {
+            *gone = AS_LEAF(n->child[i])->index;
+            drop_child(x, n, (unsigned)i);
+        } else {
+            if (del(x, &n->child[i], d + 1, key, klen, gone, 0) < 0)
+                return -1;
+            if (!n->child[i])
+                node_remove_child(n, (unsigned)i);
+        }
+    }
+    n->count--;
+    if (*gone == n->max_index)
+        node_fix_max(n);
+    if (!is_root)
+        normalize(x, slot);
+    return 0;
+}
+
+int radix_txn_delete(radix_txn *x, const char *key, size_t klen)
+{
+    if (x->state != 0)
+        return -2;
+    const radix_node *deepest;
+    if (!lookup(x->root, (const uchar *)key, klen, &deepest))
+        return 0;
+    if (reserve_fired(x, klen + 8) < 0)
+        return -1;
+    uint64_t gone = 0;
+    return del(x, &x->root, 0, (const uchar *)key, klen, &gone, 1) < 0 ? -1 : 1;
+}
+
+/* Walks c's subtree: counts (fire == 0) or fires (fire == 1) its base ids. */
+static size_t walk_ids(radix_txn *x, const radix_node *c, int do_fire)
+{
+    if (IS_LEAF(c)) {
+        uint64_t w = AS_LEAF(c)->watch;
+        if (do_fire)
+            fire(x, w);
+        return w < x->first_watch;
+    }
+    size_t k = c->watch < x->first_watch;
+    if (do_fire)
+        fire(x, c->watch);
+    if (c->leaf) {
+        k += c->leaf->watch < x->first_watch;
+        if (do_fire)
+            fire(x, c->leaf->watch);
+    }
+    for (unsigned i = 0; i < c->n; i++)
+        k += walk_ids(x, c->child[i], do_fire);
+    return k;
+}
+
+/* Removes the subtree of keys starting with p, which is `target` below *slot:
+ * `removed` entries, the largest index tmax. */
+static int delp(radix_txn *x, radix_node **slot, size_t depth, const uchar *p, size_t plen,
+                const radix_node *target, uint64_t removed, uint64_t tmax, int is_root)
+{
+    radix_node *n = own(x, slot, 0);
+    if (!n)
+        return -1;
+    size_t d = depth + n->plen;
+    int i = node_find(n, p[d]);
+    radix_node *c = n->child[i];
+    if (c == target) {
+        walk_ids(x, c, 1);
+        node_remove_child(n, (unsigned)i);
+        child_decref(c);
+    } else {
+        if (delp(x, &n->child[i], d + 1, p, plen, target, removed, tmax, 0) < 0)
+            return -1;
+        if (!n->child[i])
+            node_remove_child(n, (unsigned)i);
+    }
+    n->count -= removed;
+    if (tmax == n->max_index)
+        node_fix_max(n);
+    if (!is_root)
+        normalize(x, slot);
+    return 0;
+}
+
+int64_t radix_txn_delete_prefix(radix_txn *x, const char *prefix, size_t plen)
+{
+    if (x->state != 0)
+        return -2;
+    const radix_node *deepest;
+    radix_node *target = locate(x->root, (const uchar *)prefix, plen, &deepest);
+    if (!target || child_count(target) == 0)
+        return 0;
+    uint64_t removed = child_count(target);
+    if (reserve_fired(x, walk_ids(x, target, 0) + plen + 8) < 0)
+        return -1;
+    if (target == x->root) {
+        /* Everything goes: a fresh empty root. */
+        radix_node *e = node_alloc(0, 0);
+        if (!e)
+            return -1;
+        walk_ids(x, x->root, 1);
+        radix_release(x->root);
+        x->root = e;
+        return (int64_t)removed;
+    }
+    if (delp(x, &x->root, 0, (const uchar *)prefix, plen, target, removed, child_max(target), 1) < 0)
+        return -1;
+    return (int64_t)removed;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Checks, for tests.                                                       */
+
+uint64_t radix_node_count(const radix_node *t)
+{
+    uint64_t k = 1;
+    for (unsigned i = 0; i < t->n; i++)
+        if (!IS_LEAF(t->child[i]))
+            k += radix_node_count(t->child[i]);
+    return k;
+}
+
+static int check_node(const radix_node *n, int is_root)
+{
+    if (atomic_load(&n->refs) == 0 || n->n > n->cap || (is_root && n->plen))
+        return 1;
+    uint64_t count = n->leaf != NULL, max = n->leaf ? n->leaf->index : 0;
+    const uchar *k = node_keys(n);
+    for (unsigned i = 0; i < n->n; i++) {
+        const radix_node *c = n->child[i];
+        if (!c || (i > 0 && k[i - 1] >= k[i]))
+            return 1;
+        if (IS_LEAF(c)) {
+            if (atomic_load(&AS_LEAF(c)->refs) == 0)
+                return 1;
+        } else if (check_node(c, 0)) {
+            return 1;
+        }
+        count += child_count(c);
+        if (child_max(c) > max)
+            max = child_max(c);
+    }
+    if (count != n->count || max != n->max_index || (!is_root && count == 0))
+        return 1;
+    return 0;
+}
+
+int radix_check(const radix_node *t) { return check_node(t, 1); }

@@ -1,0 +1,383 @@
+"""The persistent, watchable radix tree (csrc/radix.c), as Python objects.
+
+This is the only module that touches ``ffi``/``lib`` for the tree. Two classes:
+
+``Tree``
+    An immutable version. Reads never change it; ``tree.txn()`` starts a
+    transaction whose ``commit()`` returns a new ``Tree`` plus the set of watch
+    ids it fired. Versions share their unchanged nodes, so keeping many alive is
+    cheap; ``snapshot()`` is O(1). A version is freed when its last ``Tree``
+    object goes away.
+
+``Txn``
+    A copy-on-write transaction over a base version: ``insert``, ``delete``,
+    ``delete_prefix``, reads that see its own uncommitted writes, then
+    ``commit()`` (or ``abort()``). Used once; any use after commit or abort
+    raises ``TransactionClosed``. A transaction belongs to the thread that
+    created it (``Tree`` objects may be shared between threads freely: the C
+    calls run without the GIL, and a committed version never changes).
+
+Keys and values are byte strings (``bytes``; ``bytearray`` and ``memoryview``
+are copied to ``bytes``); keys may hold NUL bytes and may be empty. Each entry
+carries a modify index, an unsigned 64-bit integer.
+
+Watch ids
+    Every node and leaf of the tree has an integer watch id. ``get_watch(key)``
+    returns the id of the key's leaf when it exists, else the id of the deepest
+    node on the key's path (that node is replaced by any write that creates the
+    key, and by some other writes below it: a coarser but sound signal).
+    ``prefix_watch(prefix)`` returns the id of the node covering every key that
+    starts with ``prefix``. ``commit()`` reports the ids of every node and leaf
+    of the base version that the transaction replaced or removed. Soundness:
+    when the answer of a lookup changes, the id it returned fires. Precision:
+    writing key A never fires the leaf id of another existing key B.
+
+Listings cross into C once. ``list_prefix_packed`` returns one ``bytes`` in the
+packed layout of docs/ARCHITECTURE.md (records of ``u32 key_len, u32
+value_len, u64 index, key, value``, little-endian, back to back); the list
+forms are built by C as a pickle stream (protocol 3, only bytes, ints, tuples
+and a list) that ``pickle.loads`` turns into Python objects at C speed.
+"""
+
+from __future__ import annotations
+
+import pickle
+import threading
+from collections.abc import Iterator
+
+from pykvs._cradix import ffi, lib
+
+__all__ = ["Entry", "TransactionClosed", "Tree", "Txn", "bytes_allocated"]
+
+Entry = tuple[bytes, bytes, int]
+"""A listed entry: (key, value, modify index)."""
+
+_MAX_INDEX = (1 << 64) - 1
+_MAX_VALUE = (1 << 32) - 1
+_CHUNK = 1024  # entries per C call when iterating
+
+_loads = pickle.loads
+_buffer = ffi.buffer
+_unpack = ffi.unpack
+_NULL = ffi.NULL
+_get_ident = threading.get_ident
+
+
+class TransactionClosed(RuntimeError):
+    """The transaction was already committed or aborted."""
+
+
+def bytes_allocated() -> int:
+    """Bytes the C tree holds right now (all versions, as requested from malloc)."""
+    return int(lib.radix_bytes_allocated())
+
+
+def _as_bytes(obj: object, name: str) -> bytes:
+    if type(obj) is bytes:
+        return obj
+    if isinstance(obj, bytes | bytearray | memoryview):
+        return bytes(obj)
+    raise TypeError(f"{name} must be bytes, not {type(obj).__name__}")
+
+
+def _check_index(index: object) -> int:
+    if isinstance(index, bool) or not isinstance(index, int):
+        raise TypeError(f"index must be an int, not {type(index).__name__}")
+    if not 0 <= index <= _MAX_INDEX:
+        raise ValueError(f"index must be in 0..2**64-1, got {index}")
+    return index
+
+
+def _check_limit(limit: object) -> int:
+    if type(limit) is not int:
+        raise TypeError(f"limit must be an int, not {type(limit).__name__}")
+    if limit < 0:
+        raise ValueError(f"limit must be >= 0 (0: no limit), got {limit}")
+    return limit
+
+
+# --------------------------------------------------------------------------
+# Reads shared by Tree and Txn, on a root pointer.
+
+
+def _leaf(root: object, key: object) -> object:
+    """The C leaf for key (NULL when absent), after checking the key's type."""
+    if type(key) is not bytes:
+        key = _as_bytes(key, "key")
+    return lib.radix_get(root, key, len(key))  # type: ignore[arg-type]
+
+
+def _get(root: object, key: object) -> bytes | None:
+    leaf = _leaf(root, key)
+    return _unpack(leaf.data, leaf.vlen) if leaf else None  # type: ignore[attr-defined]
+
+
+def _get_with_index(root: object, key: object) -> tuple[bytes, int] | None:
+    leaf = _leaf(root, key)
+    if not leaf:
+        return None
+    return _unpack(leaf.data, leaf.vlen), leaf.index  # type: ignore[attr-defined]
+
+
+def _get_watch(root: object, key: object) -> tuple[bytes | None, int]:
+    if type(key) is not bytes:
+        key = _as_bytes(key, "key")
+    leaf = lib.radix_get(root, key, len(key))  # type: ignore[arg-type]
+    if leaf:
+        return _unpack(leaf.data, leaf.vlen), leaf.watch  # type: ignore[attr-defined]
+    return None, lib.radix_key_watch(root, key, len(key))  # type: ignore[arg-type]
+
+
+def _prefix_call(fn: object, root: object, prefix: object) -> int:
+    if type(prefix) is not bytes:
+        prefix = _as_bytes(prefix, "prefix")
+    return fn(root, prefix, len(prefix))  # type: ignore[arg-type, operator]
+
+
+def _scan(
+    root: object,
+    prefix: object,
+    lower: object,
+    sep: object,
+    limit: int,
+    fmt: int,
+) -> object:
+    """Runs radix_scan; returns the decoded list (pickle formats) or bytes (packed)."""
+    prefix = _as_bytes(prefix, "prefix")
+    lower = _as_bytes(lower, "lower_bound")
+    sep = _as_bytes(sep, "separator")
+    buf = ffi.new("radix_buf *")
+    try:
+        n = lib.radix_scan(
+            root, prefix, len(prefix), lower, len(lower), sep, len(sep), limit, fmt, buf
+        )
+        if n < 0:
+            raise MemoryError("radix tree: out of memory while listing")
+        if fmt == lib.RADIX_PACKED:
+            return _buffer(buf.data, buf.len)[:] if buf.len else b""
+        return _loads(_buffer(buf.data, buf.len))
+    finally:
+        lib.radix_buf_free(buf)
+
+
+class _Reads:
+    """The read API, shared by Tree (a fixed root) and Txn (its working root)."""
+
+    __slots__ = ()
+
+    def _r(self) -> object:
+        raise NotImplementedError
+
+    def __len__(self) -> int:
+        return int(lib.radix_len(self._r()))
+
+    def __contains__(self, key: object) -> bool:
+        return bool(_leaf(self._r(), key))
+
+    def get(self, key: bytes) -> bytes | None:
+        """The value stored at key, or None."""
+        return _get(self._r(), key)
+
+    def get_with_index(self, key: bytes) -> tuple[bytes, int] | None:
+        """(value, modify index) for key, or None."""
+        return _get_with_index(self._r(), key)
+
+    def get_watch(self, key: bytes) -> tuple[bytes | None, int]:
+        """(value or None, watch id): the id fires when the answer changes."""
+        return _get_watch(self._r(), key)
+
+    def prefix_watch(self, prefix: bytes = b"") -> int:
+        """The watch id of the node covering every key that starts with prefix."""
+        return int(_prefix_call(lib.radix_prefix_watch, self._r(), prefix))
+
+    def max_index(self, prefix: bytes = b"") -> int:
+        """The largest modify index among keys starting with prefix (0: none)."""
+        return int(_prefix_call(lib.radix_max_index, self._r(), prefix))
+
+    def count(self, prefix: bytes = b"") -> int:
+        """How many keys start with prefix."""
+        return int(_prefix_call(lib.radix_count, self._r(), prefix))
+
+    def list_prefix(self, prefix: bytes = b"") -> list[Entry]:
+        """[(key, value, index)] of keys starting with prefix, in key order."""
+        return _scan(self._r(), prefix, prefix, b"", 0, lib.RADIX_PICKLE_ITEMS)  # type: ignore[return-value]
+
+    def list_prefix_packed(self, prefix: bytes = b"") -> bytes:
+        """The same listing as one bytes object, in the packed layout."""
+        return _scan(self._r(), prefix, prefix, b"", 0, lib.RADIX_PACKED)  # type: ignore[return-value]
+
+    def list_keys(self, prefix: bytes = b"", separator: bytes = b"") -> list[bytes]:
+        """Consul's ``?keys&separator=``: keys starting with prefix, in order; a key
+        holding separator after the prefix is cut just after its first one, and
+        each such "folder" is listed once. An empty separator lists every key."""
+        return _scan(self._r(), prefix, prefix, separator, 0, lib.RADIX_PICKLE_KEYS)  # type: ignore[return-value]
+
+    def seek(self, lower_bound: bytes = b"", limit: int = 0, prefix: bytes = b"") -> list[Entry]:
+        """Up to limit (0: all) entries with key >= lower_bound (and starting with
+        prefix), in key order: ordered pagination."""
+        return _scan(  # type: ignore[return-value]
+            self._r(), prefix, lower_bound, b"", _check_limit(limit), lib.RADIX_PICKLE_ITEMS
+        )
+
+    def seek_packed(self, lower_bound: bytes = b"", limit: int = 0, prefix: bytes = b"") -> bytes:
+        """seek() in the packed layout."""
+        return _scan(  # type: ignore[return-value]
+            self._r(), prefix, lower_bound, b"", _check_limit(limit), lib.RADIX_PACKED
+        )
+
+    def items(self, prefix: bytes = b"") -> Iterator[Entry]:
+        """Iterates (key, value, index) in key order, fetching from C in chunks."""
+        lower = prefix
+        while True:
+            chunk = self.seek(lower, _CHUNK, prefix)
+            yield from chunk
+            if len(chunk) < _CHUNK:
+                return
+            lower = chunk[-1][0] + b"\x00"
+
+    def keys(self, prefix: bytes = b"") -> Iterator[bytes]:
+        """Iterates keys in order, fetching from C in chunks."""
+        lower = prefix
+        while True:
+            chunk: list[bytes] = _scan(  # type: ignore[assignment]
+                self._r(), prefix, lower, b"", _CHUNK, lib.RADIX_PICKLE_KEYS
+            )
+            yield from chunk
+            if len(chunk) < _CHUNK:
+                return
+            lower = chunk[-1] + b"\x00"
+
+    def __iter__(self) -> Iterator[bytes]:
+        return self.keys()
+
+
+class Tree(_Reads):
+    """An immutable version of the tree (see the module docstring)."""
+
+    __slots__ = ("__weakref__", "_root")
+
+    def __init__(self) -> None:
+        root = lib.radix_empty()
+        if root == _NULL:
+            raise MemoryError("radix tree: out of memory")
+        self._root = ffi.gc(root, lib.radix_release)
+
+    @classmethod
+    def _adopt(cls, root: object) -> Tree:
+        """Wraps a root the caller holds one reference to (which the Tree takes)."""
+        tree = cls.__new__(cls)
+        tree._root = ffi.gc(root, lib.radix_release)
+        return tree
+
+    def _r(self) -> object:
+        return self._root
+
+    def get(self, key: bytes) -> bytes | None:
+        """The value stored at key, or None."""
+        try:
+            leaf = lib.radix_get(self._root, key, len(key))
+        except TypeError:
+            return _get(self._root, key)
+        return _unpack(leaf.data, leaf.vlen) if leaf else None
+
+    def snapshot(self) -> Tree:
+        """Another handle on this same version, O(1) (the version is immutable)."""
+        lib.radix_retain(self._root)
+        return Tree._adopt(self._root)
+
+    def txn(self) -> Txn:
+        """A transaction based on this version."""
+        return Txn(self)
+
+    def __repr__(self) -> str:
+        return f"<radix.Tree len={len(self)}>"
+
+
+class Txn(_Reads):
+    """A copy-on-write transaction (see the module docstring)."""
+
+    __slots__ = ("_owner", "_x")
+
+    def __init__(self, base: Tree) -> None:
+        if not isinstance(base, Tree):
+            raise TypeError(f"base must be a radix.Tree, not {type(base).__name__}")
+        x = lib.radix_txn_begin(base._root)
+        if x == _NULL:
+            raise MemoryError("radix tree: out of memory")
+        self._x = ffi.gc(x, lib.radix_txn_free)
+        self._owner = _get_ident()
+
+    def _open(self) -> object:
+        x = self._x
+        if x is None:
+            raise TransactionClosed("transaction already committed or aborted")
+        if self._owner != _get_ident():
+            raise RuntimeError("a transaction may only be used by the thread that created it")
+        return x
+
+    def _r(self) -> object:
+        return self._open().root  # type: ignore[attr-defined]
+
+    def insert(self, key: bytes, value: bytes, index: int) -> bool:
+        """Sets key to (value, index). Returns True when the key was new."""
+        x = self._open()
+        try:
+            r = lib.radix_txn_insert(x, key, len(key), value, len(value), index)
+        except (TypeError, OverflowError):
+            key = _as_bytes(key, "key")
+            value = _as_bytes(value, "value")
+            index = _check_index(index)
+            r = lib.radix_txn_insert(x, key, len(key), value, len(value), index)
+        if r < 0:
+            if r == -2:
+                raise ValueError(f"value too large: {len(value)} bytes (max {_MAX_VALUE})")
+            raise MemoryError("radix tree: out of memory")
+        return r == 1
+
+    def delete(self, key: bytes) -> bool:
+        """Removes key. Returns whether it existed."""
+        x = self._open()
+        if type(key) is not bytes:
+            key = _as_bytes(key, "key")
+        r = lib.radix_txn_delete(x, key, len(key))
+        if r < 0:
+            raise MemoryError("radix tree: out of memory")
+        return r == 1
+
+    def delete_prefix(self, prefix: bytes) -> int:
+        """Removes every key starting with prefix. Returns how many."""
+        x = self._open()
+        r = _prefix_call(lib.radix_txn_delete_prefix, x, prefix)
+        if r < 0:
+            raise MemoryError("radix tree: out of memory")
+        return int(r)
+
+    def commit(self) -> tuple[Tree, set[int]]:
+        """Ends the transaction: (the new version, the watch ids it fired)."""
+        x = self._open()
+        root = lib.radix_txn_commit(x)
+        fired = set(_unpack(x.fired, x.nfired)) if x.nfired else set()  # type: ignore[attr-defined]
+        self._x = None
+        ffi.release(x)  # frees the transaction now (the new root is the Tree's)
+        return Tree._adopt(root), fired
+
+    def abort(self) -> None:
+        """Ends the transaction, dropping its writes."""
+        x = self._open()
+        self._x = None
+        ffi.release(x)
+
+    @property
+    def closed(self) -> bool:
+        return self._x is None
+
+    def __enter__(self) -> Txn:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._x is not None:
+            self.abort()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._x is None else f"len={len(self)}"
+        return f"<radix.Txn {state}>"
