@@ -231,6 +231,13 @@ class _Env:
         except BaseException:
             os.close(self._lock_fd)
             raise
+        # LMDB syncs its files but not the directory entries it may just have created: without
+        # this, a power cut could lose a brand-new data.mdb after saves had returned.
+        dir_fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
         self.logs = self.env.open_db(b"logs")
         self.stable = self.env.open_db(b"stable")
         self.snapshots = self.env.open_db(b"snapshots")
@@ -1044,7 +1051,8 @@ class LMDBStorage:
     def stats(self) -> dict[str, int]:
         """Counters: saves, entries_saved, commits (fewer than saves when coalesced),
         map_grows, and the current map_size."""
-        return {**self._env.stats, "map_size": self._env.env.info()["map_size"]}
+        map_size = 0 if self._env.closed else self._env.env.info()["map_size"]
+        return {**self._env.stats, "map_size": map_size}
 
     def close(self) -> None:
         """Finish queued writes, stop the writer thread and close the environment."""
