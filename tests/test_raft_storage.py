@@ -27,6 +27,7 @@ from pykvs.raft.storage import (
     CorruptSnapshotError,
     LMDBStorage,
     SnapshotNotFoundError,
+    StorageClosedError,
     StorageFullError,
     StorageLockedError,
 )
@@ -368,6 +369,36 @@ def test_damage_outside_the_verified_tail_is_never_served(tmp_path: Path) -> Non
             s.log.term(3)
     with pytest.raises(CorruptLogError, match="index 3"):
         LMDBStorage(tmp_path / "db", verify="full")
+
+
+def test_a_corrupt_record_met_by_a_write_fails_that_write_only(tmp_path: Path) -> None:
+    with LMDBStorage(tmp_path / "db") as s:
+        s.log.save(None, make_entries(1, 50))
+    flip_all(tmp_path / "db" / "data.mdb", b"<entry 00000003>")
+    with LMDBStorage(tmp_path / "db", verify_tail=10) as s:
+        with pytest.raises(CorruptLogError, match="index 3"):
+            s.log.compact(3, meta_at(20, 1))  # needs term(3)
+        s.log.save(None, make_entries(51, 51))  # the writer carries on
+        assert s.log.last_index() == 51
+
+
+def test_queued_writes_finish_before_close_and_later_ones_are_refused(tmp_path: Path) -> None:
+    s = LMDBStorage(tmp_path / "db")
+
+    async def scenario() -> None:
+        futs = [s.log.save_async(None, make_entries(i, i)) for i in range(1, 21)]
+        s.close()  # drains the queue first
+        await asyncio.gather(*futs)
+        with pytest.raises(StorageClosedError):
+            s.log.save_async(None, make_entries(21, 21))
+
+    asyncio.run(scenario())
+    with pytest.raises(StorageClosedError):
+        s.log.save(None, make_entries(21, 21))
+    with pytest.raises(StorageClosedError):
+        s.log.entries(1, 2)
+    with LMDBStorage(tmp_path / "db") as s:
+        assert s.log.entries(1, 21) == make_entries(1, 20)
 
 
 def _rewrite_record(txn: lmdb.Transaction, db: lmdb._Database, index: int, term: int) -> None:

@@ -231,26 +231,32 @@ class _Env:
         except BaseException:
             os.close(self._lock_fd)
             raise
-        # LMDB syncs its files but not the directory entries it may just have created: without
-        # this, a power cut could lose a brand-new data.mdb after saves had returned.
-        dir_fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
         try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-        self.logs = self.env.open_db(b"logs")
-        self.stable = self.env.open_db(b"stable")
-        self.snapshots = self.env.open_db(b"snapshots")
+            # LMDB syncs its files but not the directory entries it may just have created:
+            # without this, a power cut could lose a new data.mdb after saves had returned.
+            dir_fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                os.fsync(dir_fd)
+            finally:
+                os.close(dir_fd)
+            self.logs = self.env.open_db(b"logs")
+            self.stable = self.env.open_db(b"stable")
+            self.snapshots = self.env.open_db(b"snapshots")
+        except BaseException:
+            self.env.close()
+            os.close(self._lock_fd)
+            raise
         # set_mapsize() needs no transaction open in the process: readers hold the gate for the
         # few microseconds of their transaction, the writer takes it to grow the map.
         self.gate = threading.Lock()
         self.state: _LogState | None = None  # set by LMDBLogStore once loaded
         self.closed = False
+        self._closing = False  # no more submissions: the writer's stop marker is queued
         self.failed: BaseException | None = None
         self.stats = {"saves": 0, "entries_saved": 0, "commits": 0, "map_grows": 0}
         self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
-        self._start_lock = threading.Lock()
+        self._submit_lock = threading.Lock()
 
     # -- reads -------------------------------------------------------------------------------
 
@@ -269,18 +275,17 @@ class _Env:
         self.stats["entries_saved"] += n_entries
 
     def submit(self, job: _Job) -> None:
-        if self.closed:
-            raise StorageClosedError(f"{self.path}: the store is closed")
         if threading.current_thread() is self._thread:
             raise RuntimeError("a storage write was requested from inside the writer thread")
-        if self._thread is None:
-            with self._start_lock:
-                if self._thread is None:
-                    self._thread = threading.Thread(
-                        target=self._writer_loop, name=f"pykvs-lmdb-writer:{self.path}",
-                        daemon=True)
-                    self._thread.start()
-        self._queue.put(job)
+        with self._submit_lock:  # so that no job lands behind the stop marker
+            if self._closing:
+                raise StorageClosedError(f"{self.path}: the store is closed")
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._writer_loop, name=f"pykvs-lmdb-writer:{self.path}",
+                    daemon=True)
+                self._thread.start()
+            self._queue.put(job)
 
     def run_sync(self, apply: Callable[[_Txn, _LogState], tuple[_LogState, Any]],
                  size: int = 0) -> Any:
@@ -354,11 +359,11 @@ class _Env:
             for job in batch:
                 job.finish(None, exc)
             return
-        except lmdb.Error as exc:
-            log.error("%s: write failed, refusing further writes: %s", self.data_file, exc)
+        except BaseException as exc:  # lmdb.Error (EIO on sync, say), or a bug of ours
+            log.error("%s: write failed, refusing further writes: %r", self.data_file, exc)
             self.failed = exc
             for job in batch:
-                job.finish(None, StorageFailedError(f"{self.path}: write failed: {exc}"))
+                job.finish(None, StorageFailedError(f"{self.path}: write failed: {exc!r}"))
             return
         for job, result in zip(batch, results, strict=True):
             job.finish(result, None)
@@ -372,9 +377,9 @@ class _Env:
                 for job in batch:
                     try:
                         state, result = job.apply(txn, state)
-                    except (lmdb.Error, CorruptionError):
+                    except lmdb.Error:
                         raise
-                    except Exception as exc:
+                    except Exception as exc:  # bad arguments, or a corrupt record it read
                         raise _JobFailed() from exc
                     results.append(result)
                 txn.commit()
@@ -403,10 +408,13 @@ class _Env:
         log.info("%s: LMDB map grown from %d to %d bytes", self.data_file, current, new_size)
 
     def close(self) -> None:
-        if self.closed:
-            return
+        with self._submit_lock:
+            if self._closing:
+                return
+            self._closing = True
+            if self._thread is not None:
+                self._queue.put(None)
         if self._thread is not None:
-            self._queue.put(None)
             self._thread.join()
         with self.gate:
             self.closed = True
