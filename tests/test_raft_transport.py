@@ -353,11 +353,19 @@ def test_close_leaves_no_task_connection_or_warning(caplog: pytest.LogCaptureFix
 
 def test_removing_a_peer_closes_its_links() -> None:
     async def scenario() -> None:
+        port = await free_port()
         inbox = Inbox()
-        a, b = await pair(inbox, **FAST)
+        a, b = await pair(inbox, bulk_queue_limit=1, **FAST)
+        a.set_peers({"b": b.address, "down": f"127.0.0.1:{port}"})
         a.send("b", 1)
         await inbox.wait_for(1)
+        await a.send_bulk("down", "fills the queue")
+        blocked = asyncio.create_task(a.send_bulk("down", "waits for room"))
+        await until(lambda: link_stat(a, "down", "bulk", "dial_failures"), "a failed dial")
+        assert not blocked.done()
         a.set_peers({})
+        with pytest.raises(ConnectionAbortedError, match="bulk link to down was closed"):
+            await blocked
         with pytest.raises(KeyError):
             a.send("b", 2)
         await until(lambda: a.stats()["peers"] == {}, "the link to go")

@@ -109,6 +109,7 @@ class _Link:
         self.room.set()
         self.eof = False
         self.connected = False
+        self.closed = False  # the link was retired (peer removed, transport closed)
         self.stats = {"sent": 0, "dropped": 0, "connects": 0, "dial_failures": 0}
         self.task = asyncio.get_running_loop().create_task(
             self._run(), name=f"raft-link {transport.local_id}->{peer} {lane}")
@@ -123,13 +124,22 @@ class _Link:
         return not dropped
 
     async def put(self, body: bytes) -> None:
-        while len(self.queue) >= self.limit:
+        while len(self.queue) >= self.limit and not self.closed:
             self.room.clear()
             await self.room.wait()
+        if self.closed:
+            raise ConnectionAbortedError(f"the {self.lane} link to {self.peer} was closed")
         self.queue.append(body)
         self.wakeup.set()
 
     async def _run(self) -> None:
+        try:
+            await self._dial_loop()
+        finally:
+            self.closed = True
+            self.room.set()  # wake bulk senders waiting for room: they get an error
+
+    async def _dial_loop(self) -> None:
         t = self.transport
         loop = asyncio.get_running_loop()
         backoff = t.backoff_min
@@ -330,7 +340,8 @@ class TCPTransport:
         return self._link(peer, CONTROL).put_nowait(body)
 
     async def send_bulk(self, peer: str, payload: Any) -> None:
-        """Queue ``payload`` on the bulk lane to ``peer``, waiting while its queue is full."""
+        """Queue ``payload`` on the bulk lane to ``peer``, waiting while its queue is full.
+        Raises ConnectionAbortedError if the peer is removed or the transport closes meanwhile."""
         body = self._encode(payload)
         await self._link(peer, BULK).put(body)
 
