@@ -968,3 +968,29 @@ def test_no_local_snapshot_while_a_leaders_snapshot_is_installing() -> None:
         follower.snapshot_meta(follower.applied_index)
     c.nodes["c"].process()
     assert not follower.snapshot_pending and follower.applied_index == meta.index
+
+
+def test_a_leader_whose_own_snapshot_is_still_installing_waits_to_send_one() -> None:
+    c = lagging_follower_cluster(trailing=0)
+    meta = c.nodes["a"].store.snapshot_meta()
+    assert meta is not None
+    msg = Message(K.SNAPSHOT, c["a"].term, "a", "c", snapshot=meta)
+    c._ship_snapshot(msg)
+    node_c = c.nodes["c"]
+    node_c.core = RaftCore(CoreConfig(id="c", pre_vote=False), node_c.store, random.Random(3))
+    core = node_c.core
+    core.step(msg)  # accepted, not yet stored
+    while core.role is not Role.CANDIDATE:
+        core.tick()
+    core.step(Message(K.VOTE_RESP, core.term, "b", "c"))
+    assert core.role is Role.LEADER and core.snapshot_pending
+    # b says its log diverges far back: it needs entries below c's incoming snapshot.
+    core.step(Message(K.APPEND_RESP, core.term, "b", "c", index=meta.index, reject=True,
+                      reject_hint=3))  # fmt: skip
+    rd = core.ready()
+    assert rd.snapshot == meta
+    assert not [m for m in rd.messages if m.dst == "b" and m.kind in (K.APPEND, K.SNAPSHOT)]
+    node_c.store.save(rd.hard_state, rd.entries, rd.snapshot)
+    core.advance(rd)
+    core.step(Message(K.HEARTBEAT_RESP, core.term, "b", "c"))
+    assert [m.snapshot for m in core.ready().messages if m.dst == "b"] == [meta]

@@ -847,6 +847,8 @@ class RaftCore:
     def _send_snapshot(self, peer: str, pr: Progress) -> bool:
         if not pr.recent_active:
             return False  # do not ship a snapshot to a server that may be down
+        if self._log.unstable_snapshot is not None:
+            return False  # ours is still being installed; retry once it is stored
         snap = self._log.storage.snapshot_meta()
         if snap is None:
             raise AssertionError(
