@@ -955,12 +955,18 @@ def test_memstore_semantics() -> None:
         list(snaps.open(1))  # only the newest two are kept
 
 
-def test_no_local_snapshot_while_a_leaders_snapshot_is_installing() -> None:
+def snapshot_for_c() -> tuple[Cluster, SnapshotMeta, Message]:
+    """A lagging "c", and a's snapshot message to it with the body already shipped."""
     c = lagging_follower_cluster(trailing=0)
     meta = c.nodes["a"].store.snapshot_meta()
     assert meta is not None
     msg = Message(K.SNAPSHOT, c["a"].term, "a", "c", snapshot=meta)
     c._ship_snapshot(msg)
+    return c, meta, msg
+
+
+def test_no_local_snapshot_while_a_leaders_snapshot_is_installing() -> None:
+    c, meta, msg = snapshot_for_c()
     follower = c["c"]
     follower.step(msg)
     assert follower.snapshot_pending
@@ -971,11 +977,7 @@ def test_no_local_snapshot_while_a_leaders_snapshot_is_installing() -> None:
 
 
 def test_a_leader_whose_own_snapshot_is_still_installing_waits_to_send_one() -> None:
-    c = lagging_follower_cluster(trailing=0)
-    meta = c.nodes["a"].store.snapshot_meta()
-    assert meta is not None
-    msg = Message(K.SNAPSHOT, c["a"].term, "a", "c", snapshot=meta)
-    c._ship_snapshot(msg)
+    c, meta, msg = snapshot_for_c()
     node_c = c.nodes["c"]
     node_c.core = RaftCore(CoreConfig(id="c", pre_vote=False), node_c.store, random.Random(3))
     core = node_c.core
