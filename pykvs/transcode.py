@@ -13,13 +13,16 @@ the process:
   the stored entries embedded as they are.
 
 This is the only module that touches the transcoder's part of ``pykvs._cradix``.  Each call
-crosses into C twice: once to validate and measure, once to write into a buffer of exactly
-that size.  Malformed input raises :class:`ValueError` naming the record and what is wrong.
+crosses into C twice: once to validate and measure the exact output size, once to write it
+(given exactly that much room) into a per-thread scratch buffer, which is then copied into
+the returned ``bytes``.  Malformed input raises :class:`ValueError` naming the record and what
+is wrong.
 """
 
 from __future__ import annotations
 
 import struct
+import threading
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -52,6 +55,21 @@ _FIELDS = (
 
 # The output is written completely before it is read, so skip cffi's zero-filling.
 _new_output = ffi.new_allocator(should_clear_after_alloc=False)
+
+# Outputs up to this size are written into a per-thread scratch buffer and copied into the
+# returned bytes from there.  A fresh buffer per call costs more than the rendering itself:
+# two large blocks per call make malloc hand memory back to the system and fault it in again.
+_SCRATCH_LIMIT = 1 << 20
+_scratch = threading.local()
+
+
+def _output_buffer(size: int) -> Any:
+    if size > _SCRATCH_LIMIT:
+        return _new_output("uint8_t[]", size)
+    buffer = getattr(_scratch, "buffer", None)
+    if buffer is None or len(buffer) < size:
+        buffer = _scratch.buffer = _new_output("uint8_t[]", max(4096, 1 << (size - 1).bit_length()))
+    return buffer
 
 
 def _buffer(data: object, name: str) -> Any:
@@ -110,12 +128,12 @@ def _check(status: int, err: Any, describe: Callable[[Any], str]) -> None:
 def _render(
     call: Callable[..., int], args: tuple[Any, ...], describe: Callable[[Any], str]
 ) -> bytes:
-    """Measures, allocates once, writes; ``describe(err)`` words an input error."""
+    """Measures, then writes into exactly that much room; ``describe(err)`` words an input error."""
     out_len = ffi.new("size_t *")
     err = ffi.new("transcode_error *")
     _check(call(*args, ffi.NULL, 0, out_len, err), err, describe)
     size = out_len[0]
-    out = _new_output("uint8_t[]", size)
+    out = _output_buffer(size)
     _check(call(*args, out, size, out_len, err), err, describe)
     return ffi.buffer(out, out_len[0])[:]
 

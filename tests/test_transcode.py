@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import json
 import struct
+import threading
 
 import msgpack
 import pytest
@@ -435,3 +436,28 @@ def test_garbage_is_refused_or_rendered_never_crashes(garbage: bytes) -> None:
         json.loads(render_kv_entry_json(garbage[:8], garbage[8:]))
     except ValueError as error:
         assert "entry for key" in str(error)
+
+
+def test_outputs_of_every_size_and_from_many_threads_are_right() -> None:
+    # Sizes around the per-thread scratch buffer's growth steps and its limit (1 MiB).
+    sizes = [0, 10, 3_000, 5_000, 700_000, 900_000, 2_000_000, 20]
+    records = [[(b"k", (bytes(n), 1, 2, 3, 4, None))] for n in sizes]
+    expected = [reference_kv_json(r) for r in records]
+    packed = [listing(r) for r in records]
+    assert [render_kv_json(p) for p in packed] == expected
+
+    failures: list[int] = []
+
+    def render_all(rounds: int) -> None:
+        for _ in range(rounds):
+            for i, p in enumerate(packed):
+                if render_kv_json(p) != expected[i]:
+                    failures.append(i)
+
+    threads = [threading.Thread(target=render_all, args=(3,)) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert not any(thread.is_alive() for thread in threads)
+    assert failures == []
