@@ -430,15 +430,19 @@ class RaftCore:
     def has_ready(self) -> bool:
         if self._outstanding is not None:
             return False
+        soft, hard = self._prev_soft, self._prev_hard
         return bool(
             self._msgs
+            or self._append_pending
+            or self._commit_pending
             or self._read_states
             or self._log.has_unstable()
             or self._log.has_next_committed_entries()
-            or self._append_pending
-            or self._commit_pending
-            or self._soft_state() != self._prev_soft
-            or self._hard_state() != self._prev_hard
+            or self._role is not soft.role
+            or self._leader_id != soft.leader_id
+            or self._term != hard.term
+            or self._vote != hard.vote
+            or self._log.committed != hard.commit
         )
 
     def ready(self) -> Ready:
