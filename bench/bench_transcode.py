@@ -54,16 +54,14 @@ def _records() -> list[tuple[bytes, bytes, int]]:
 def _listing_source(records: list[tuple[bytes, bytes, int]]) -> tuple[bytes, str]:
     """The packed listing, from the C tree when it exists."""
     try:
-        from pykvs.radix import Tree  # type: ignore[import-not-found,unused-ignore]
+        from pykvs.radix import Tree
     except ImportError:
-        Tree = None
-    if Tree is not None and hasattr(Tree, "list_prefix_packed"):
-        txn = Tree().txn()
-        for key, stored, index in records:
-            txn.insert(key, stored, index)
-        tree, _ = txn.commit()
-        return tree.list_prefix_packed(PREFIX), "Tree.list_prefix_packed"
-    return pack_listing(records), "pack_listing (pykvs.radix not available yet)"
+        return pack_listing(records), "pack_listing (pykvs.radix not available)"
+    txn = Tree().txn()
+    for key, stored, index in records:
+        txn.insert(key, stored, index)
+    tree, _ = txn.commit()
+    return tree.list_prefix_packed(PREFIX), "Tree.list_prefix_packed"
 
 
 RECORDS = _records()

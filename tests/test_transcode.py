@@ -11,6 +11,7 @@ import base64
 import json
 import struct
 import threading
+from collections.abc import Sequence
 
 import msgpack
 import pytest
@@ -93,12 +94,12 @@ def reference_object(key: bytes, entry: Entry) -> str:
     return "{" + ",".join(fields) + "}"
 
 
-def reference_kv_json(records: list[tuple[bytes, Entry]]) -> bytes:
+def reference_kv_json(records: Sequence[tuple[bytes, Entry]]) -> bytes:
     objects = [reference_object(key, entry) for key, entry in records]
     return ("[" + ",".join(objects) + "]").encode()
 
 
-def reference_dicts(records: list[tuple[bytes, Entry]]) -> list[dict[str, object]]:
+def reference_dicts(records: Sequence[tuple[bytes, Entry]]) -> list[dict[str, object]]:
     """The plain-Python way: dicts with base64 values, as json.loads should read our output."""
     dicts = []
     for key, (value, flags, create, modify, lock, session) in records:
@@ -120,7 +121,7 @@ def stored(entry: Entry) -> bytes:
     return msgpack.packb(list(entry), use_bin_type=True)
 
 
-def listing(records: list[tuple[bytes, Entry]]) -> bytes:
+def listing(records: Sequence[tuple[bytes, Entry]]) -> bytes:
     return pack_listing((key, stored(entry), entry[3]) for key, entry in records)
 
 
