@@ -996,3 +996,15 @@ def test_a_leader_whose_own_snapshot_is_still_installing_waits_to_send_one() -> 
     core.advance(rd)
     core.step(Message(K.HEARTBEAT_RESP, core.term, "b", "c"))
     assert [m.snapshot for m in core.ready().messages if m.dst == "b"] == [meta]
+
+
+def test_a_probe_answered_at_the_match_point_resumes_streaming() -> None:
+    c = leader_with_replicating_follower()
+    a = c["a"]
+    a.report_unreachable("b")
+    c.tick("a")  # heartbeat; its answer triggers an (empty) probe, accepted at match
+    c.stabilize()
+    assert a.progress("b").state is ProgressState.REPLICATE  # type: ignore[union-attr]
+    a.propose(b"streamed at once")
+    c.stabilize()
+    assert c.applied_data("b")[-1] == b"streamed at once"

@@ -756,7 +756,9 @@ class RaftCore:
                     pr.become_probe()
                 self._send_appends(msg.src)
             return
-        if not pr.maybe_update(msg.index):
+        # A probe answered at our match point also proves the logs agree: start streaming.
+        confirmed_probe = pr.state is ProgressState.PROBE and pr.match == msg.index
+        if not pr.maybe_update(msg.index) and not confirmed_probe:
             return
         if pr.state is ProgressState.PROBE:
             pr.become_replicate()
