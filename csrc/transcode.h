@@ -16,6 +16,7 @@
  * run the same code, so a write into a buffer of the measured size always fits; a smaller
  * buffer gives TRANSCODE_ERR_OUTPUT_SPACE, never an overflow.  On any error the function
  * returns the status (also stored in err->status), err says where, and *out_len is untouched.
+ * err may be NULL when the caller only needs the status.
  */
 #ifndef PYKVS_TRANSCODE_H
 #define PYKVS_TRANSCODE_H
