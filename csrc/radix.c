@@ -494,7 +494,7 @@ static int buf_reserve(radix_buf *b, size_t extra)
 {
     if (b->cap - b->len >= extra)
         return 0;
-    size_t cap = b->cap ? b->cap : 256;
+    size_t cap = b->cap ? b->cap : 4096;
     while (cap - b->len < extra)
         cap *= 2;
     char *d = rrealloc(b->data, b->cap, cap);
@@ -517,6 +517,22 @@ static void put_le(radix_buf *b, uint64_t v, unsigned n)
         b->data[b->len++] = (char)(v >> (8 * i));
 }
 
+static void put_u32(radix_buf *b, uint32_t v)
+{
+    uchar *p = (uchar *)b->data + b->len;
+    p[0] = (uchar)v;
+    p[1] = (uchar)(v >> 8);
+    p[2] = (uchar)(v >> 16);
+    p[3] = (uchar)(v >> 24);
+    b->len += 4;
+}
+
+static void put_u64(radix_buf *b, uint64_t v)
+{
+    put_u32(b, (uint32_t)v);
+    put_u32(b, (uint32_t)(v >> 32));
+}
+
 /* Pickle opcodes (protocol 3). */
 #define PK_PROTO '\x80'
 #define PK_EMPTY_LIST ']'
@@ -536,7 +552,7 @@ static void put_pickle_bytes(radix_buf *b, const void *p, size_t n)
         put_le(b, n, 1);
     } else {
         b->data[b->len++] = PK_BINBYTES;
-        put_le(b, n, 4);
+        put_u32(b, (uint32_t)n);
     }
     put(b, p, n);
 }
@@ -545,13 +561,13 @@ static void put_pickle_uint(radix_buf *b, uint64_t v)
 {
     if (v < 0x80000000u) {
         b->data[b->len++] = PK_BININT;
-        put_le(b, v, 4);
+        put_u32(b, (uint32_t)v);
     } else {
         /* LONG1: two's complement little-endian; a ninth byte keeps it positive. */
         unsigned n = v < 0x8000000000000000u ? 8 : 9;
         b->data[b->len++] = PK_LONG1;
         put_le(b, n, 1);
-        put_le(b, v, 8);
+        put_u64(b, v);
         if (n == 9)
             b->data[b->len++] = 0;
     }
@@ -597,9 +613,9 @@ static void emit(scan_t *s, const uchar *key, size_t klen, const radix_leaf *l)
     radix_buf *b = s->out;
     switch (s->format) {
     case RADIX_PACKED:
-        put_le(b, klen, 4);
-        put_le(b, l ? l->vlen : 0, 4);
-        put_le(b, l ? l->index : 0, 8);
+        put_u32(b, (uint32_t)klen);
+        put_u32(b, l ? l->vlen : 0);
+        put_u64(b, l ? l->index : 0);
         put(b, key, klen);
         if (l)
             put(b, l->data, l->vlen);
@@ -626,16 +642,18 @@ enum { VISIT = 0, SKIP = 1 };
  * separator. Returns SKIP when nothing below the path is listed. */
 static int check_path(scan_t *s, size_t old, int *seeking)
 {
-    size_t m = s->len < s->plen ? s->len : s->plen;
-    int c = cmp(s->path, s->prefix, m);
-    if (c != 0) {
-        if (c > 0)
-            s->stop = 1;
-        return SKIP;
+    if (old < s->plen) { /* past the prefix, the parent's check covers it */
+        size_t m = s->len < s->plen ? s->len : s->plen;
+        int c = cmp(s->path, s->prefix, m);
+        if (c != 0) {
+            if (c > 0)
+                s->stop = 1;
+            return SKIP;
+        }
     }
     if (*seeking) {
-        m = s->len < s->llen ? s->len : s->llen;
-        c = cmp(s->path, s->lower, m);
+        size_t m = s->len < s->llen ? s->len : s->llen;
+        int c = cmp(s->path, s->lower, m);
         if (c < 0)
             return SKIP;
         if (c > 0 || s->len > s->llen)

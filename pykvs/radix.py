@@ -44,6 +44,7 @@ from __future__ import annotations
 import pickle
 import threading
 from collections.abc import Iterator
+from typing import Any
 
 from pykvs._cradix import ffi, lib
 
@@ -51,6 +52,9 @@ __all__ = ["Entry", "TransactionClosed", "Tree", "Txn", "bytes_allocated"]
 
 Entry = tuple[bytes, bytes, int]
 """A listed entry: (key, value, modify index)."""
+
+Bytes = bytes | bytearray | memoryview
+"""What key, value, prefix and separator arguments accept (bytes-likes are copied)."""
 
 _MAX_INDEX = (1 << 64) - 1
 _MAX_VALUE = (1 << 32) - 1
@@ -100,48 +104,48 @@ def _check_limit(limit: object) -> int:
 # Reads shared by Tree and Txn, on a root pointer.
 
 
-def _leaf(root: object, key: object) -> object:
+def _leaf(root: Any, key: Any) -> Any:
     """The C leaf for key (NULL when absent), after checking the key's type."""
     if type(key) is not bytes:
         key = _as_bytes(key, "key")
-    return lib.radix_get(root, key, len(key))  # type: ignore[arg-type]
+    return lib.radix_get(root, key, len(key))
 
 
-def _get(root: object, key: object) -> bytes | None:
+def _get(root: Any, key: Any) -> bytes | None:
     leaf = _leaf(root, key)
-    return _unpack(leaf.data, leaf.vlen) if leaf else None  # type: ignore[attr-defined]
+    return _unpack(leaf.data, leaf.vlen) if leaf else None
 
 
-def _get_with_index(root: object, key: object) -> tuple[bytes, int] | None:
+def _get_with_index(root: Any, key: Any) -> tuple[bytes, int] | None:
     leaf = _leaf(root, key)
     if not leaf:
         return None
-    return _unpack(leaf.data, leaf.vlen), leaf.index  # type: ignore[attr-defined]
+    return _unpack(leaf.data, leaf.vlen), leaf.index
 
 
-def _get_watch(root: object, key: object) -> tuple[bytes | None, int]:
+def _get_watch(root: Any, key: Any) -> tuple[bytes | None, int]:
     if type(key) is not bytes:
         key = _as_bytes(key, "key")
-    leaf = lib.radix_get(root, key, len(key))  # type: ignore[arg-type]
+    leaf = lib.radix_get(root, key, len(key))
     if leaf:
-        return _unpack(leaf.data, leaf.vlen), leaf.watch  # type: ignore[attr-defined]
-    return None, lib.radix_key_watch(root, key, len(key))  # type: ignore[arg-type]
+        return _unpack(leaf.data, leaf.vlen), leaf.watch
+    return None, lib.radix_key_watch(root, key, len(key))
 
 
-def _prefix_call(fn: object, root: object, prefix: object) -> int:
+def _prefix_call(fn: Any, root: Any, prefix: Any) -> int:
     if type(prefix) is not bytes:
         prefix = _as_bytes(prefix, "prefix")
-    return fn(root, prefix, len(prefix))  # type: ignore[arg-type, operator]
+    return fn(root, prefix, len(prefix))
 
 
 def _scan(
-    root: object,
-    prefix: object,
-    lower: object,
-    sep: object,
+    root: Any,
+    prefix: Any,
+    lower: Any,
+    sep: Any,
     limit: int,
     fmt: int,
-) -> object:
+) -> Any:
     """Runs radix_scan; returns the decoded list (pickle formats) or bytes (packed)."""
     prefix = _as_bytes(prefix, "prefix")
     lower = _as_bytes(lower, "lower_bound")
@@ -165,67 +169,65 @@ class _Reads:
 
     __slots__ = ()
 
-    def _r(self) -> object:
+    def _r(self) -> Any:
         raise NotImplementedError
 
     def __len__(self) -> int:
         return int(lib.radix_len(self._r()))
 
-    def __contains__(self, key: object) -> bool:
+    def __contains__(self, key: Any) -> bool:
         return bool(_leaf(self._r(), key))
 
-    def get(self, key: bytes) -> bytes | None:
+    def get(self, key: Bytes) -> bytes | None:
         """The value stored at key, or None."""
         return _get(self._r(), key)
 
-    def get_with_index(self, key: bytes) -> tuple[bytes, int] | None:
+    def get_with_index(self, key: Bytes) -> tuple[bytes, int] | None:
         """(value, modify index) for key, or None."""
         return _get_with_index(self._r(), key)
 
-    def get_watch(self, key: bytes) -> tuple[bytes | None, int]:
+    def get_watch(self, key: Bytes) -> tuple[bytes | None, int]:
         """(value or None, watch id): the id fires when the answer changes."""
         return _get_watch(self._r(), key)
 
-    def prefix_watch(self, prefix: bytes = b"") -> int:
+    def prefix_watch(self, prefix: Bytes = b"") -> int:
         """The watch id of the node covering every key that starts with prefix."""
         return int(_prefix_call(lib.radix_prefix_watch, self._r(), prefix))
 
-    def max_index(self, prefix: bytes = b"") -> int:
+    def max_index(self, prefix: Bytes = b"") -> int:
         """The largest modify index among keys starting with prefix (0: none)."""
         return int(_prefix_call(lib.radix_max_index, self._r(), prefix))
 
-    def count(self, prefix: bytes = b"") -> int:
+    def count(self, prefix: Bytes = b"") -> int:
         """How many keys start with prefix."""
         return int(_prefix_call(lib.radix_count, self._r(), prefix))
 
-    def list_prefix(self, prefix: bytes = b"") -> list[Entry]:
+    def list_prefix(self, prefix: Bytes = b"") -> list[Entry]:
         """[(key, value, index)] of keys starting with prefix, in key order."""
-        return _scan(self._r(), prefix, prefix, b"", 0, lib.RADIX_PICKLE_ITEMS)  # type: ignore[return-value]
+        return _scan(self._r(), prefix, prefix, b"", 0, lib.RADIX_PICKLE_ITEMS)
 
-    def list_prefix_packed(self, prefix: bytes = b"") -> bytes:
+    def list_prefix_packed(self, prefix: Bytes = b"") -> bytes:
         """The same listing as one bytes object, in the packed layout."""
-        return _scan(self._r(), prefix, prefix, b"", 0, lib.RADIX_PACKED)  # type: ignore[return-value]
+        return _scan(self._r(), prefix, prefix, b"", 0, lib.RADIX_PACKED)
 
-    def list_keys(self, prefix: bytes = b"", separator: bytes = b"") -> list[bytes]:
+    def list_keys(self, prefix: Bytes = b"", separator: Bytes = b"") -> list[bytes]:
         """Consul's ``?keys&separator=``: keys starting with prefix, in order; a key
         holding separator after the prefix is cut just after its first one, and
         each such "folder" is listed once. An empty separator lists every key."""
-        return _scan(self._r(), prefix, prefix, separator, 0, lib.RADIX_PICKLE_KEYS)  # type: ignore[return-value]
+        return _scan(self._r(), prefix, prefix, separator, 0, lib.RADIX_PICKLE_KEYS)
 
-    def seek(self, lower_bound: bytes = b"", limit: int = 0, prefix: bytes = b"") -> list[Entry]:
+    def seek(self, lower_bound: Bytes = b"", limit: int = 0, prefix: Bytes = b"") -> list[Entry]:
         """Up to limit (0: all) entries with key >= lower_bound (and starting with
         prefix), in key order: ordered pagination."""
-        return _scan(  # type: ignore[return-value]
+        return _scan(
             self._r(), prefix, lower_bound, b"", _check_limit(limit), lib.RADIX_PICKLE_ITEMS
         )
 
-    def seek_packed(self, lower_bound: bytes = b"", limit: int = 0, prefix: bytes = b"") -> bytes:
+    def seek_packed(self, lower_bound: Bytes = b"", limit: int = 0, prefix: Bytes = b"") -> bytes:
         """seek() in the packed layout."""
-        return _scan(  # type: ignore[return-value]
-            self._r(), prefix, lower_bound, b"", _check_limit(limit), lib.RADIX_PACKED
-        )
+        return _scan(self._r(), prefix, lower_bound, b"", _check_limit(limit), lib.RADIX_PACKED)
 
-    def items(self, prefix: bytes = b"") -> Iterator[Entry]:
+    def items(self, prefix: Bytes = b"") -> Iterator[Entry]:
         """Iterates (key, value, index) in key order, fetching from C in chunks."""
         lower = prefix
         while True:
@@ -235,13 +237,11 @@ class _Reads:
                 return
             lower = chunk[-1][0] + b"\x00"
 
-    def keys(self, prefix: bytes = b"") -> Iterator[bytes]:
+    def keys(self, prefix: Bytes = b"") -> Iterator[bytes]:
         """Iterates keys in order, fetching from C in chunks."""
         lower = prefix
         while True:
-            chunk: list[bytes] = _scan(  # type: ignore[assignment]
-                self._r(), prefix, lower, b"", _CHUNK, lib.RADIX_PICKLE_KEYS
-            )
+            chunk: list[bytes] = _scan(self._r(), prefix, lower, b"", _CHUNK, lib.RADIX_PICKLE_KEYS)
             yield from chunk
             if len(chunk) < _CHUNK:
                 return
@@ -254,25 +254,29 @@ class _Reads:
 class Tree(_Reads):
     """An immutable version of the tree (see the module docstring)."""
 
-    __slots__ = ("__weakref__", "_root")
+    # _root: the root as a plain pointer (cheapest to pass to C); _owner: the same
+    # pointer wrapped by ffi.gc, which releases the version when the Tree goes.
+    __slots__ = ("__weakref__", "_owner", "_root")
 
     def __init__(self) -> None:
         root = lib.radix_empty()
         if root == _NULL:
             raise MemoryError("radix tree: out of memory")
-        self._root = ffi.gc(root, lib.radix_release)
+        self._owner = ffi.gc(root, lib.radix_release)
+        self._root = root
 
     @classmethod
-    def _adopt(cls, root: object) -> Tree:
+    def _adopt(cls, root: Any) -> Tree:
         """Wraps a root the caller holds one reference to (which the Tree takes)."""
         tree = cls.__new__(cls)
-        tree._root = ffi.gc(root, lib.radix_release)
+        tree._owner = ffi.gc(root, lib.radix_release)
+        tree._root = root
         return tree
 
-    def _r(self) -> object:
+    def _r(self) -> Any:
         return self._root
 
-    def get(self, key: bytes) -> bytes | None:
+    def get(self, key: Bytes) -> bytes | None:
         """The value stored at key, or None."""
         try:
             leaf = lib.radix_get(self._root, key, len(key))
@@ -307,7 +311,7 @@ class Txn(_Reads):
         self._x = ffi.gc(x, lib.radix_txn_free)
         self._owner = _get_ident()
 
-    def _open(self) -> object:
+    def _open(self) -> Any:
         x = self._x
         if x is None:
             raise TransactionClosed("transaction already committed or aborted")
@@ -315,10 +319,10 @@ class Txn(_Reads):
             raise RuntimeError("a transaction may only be used by the thread that created it")
         return x
 
-    def _r(self) -> object:
-        return self._open().root  # type: ignore[attr-defined]
+    def _r(self) -> Any:
+        return self._open().root
 
-    def insert(self, key: bytes, value: bytes, index: int) -> bool:
+    def insert(self, key: Bytes, value: Bytes, index: int) -> bool:
         """Sets key to (value, index). Returns True when the key was new."""
         x = self._open()
         try:
@@ -334,7 +338,7 @@ class Txn(_Reads):
             raise MemoryError("radix tree: out of memory")
         return r == 1
 
-    def delete(self, key: bytes) -> bool:
+    def delete(self, key: Bytes) -> bool:
         """Removes key. Returns whether it existed."""
         x = self._open()
         if type(key) is not bytes:
@@ -344,7 +348,7 @@ class Txn(_Reads):
             raise MemoryError("radix tree: out of memory")
         return r == 1
 
-    def delete_prefix(self, prefix: bytes) -> int:
+    def delete_prefix(self, prefix: Bytes) -> int:
         """Removes every key starting with prefix. Returns how many."""
         x = self._open()
         r = _prefix_call(lib.radix_txn_delete_prefix, x, prefix)
@@ -356,7 +360,7 @@ class Txn(_Reads):
         """Ends the transaction: (the new version, the watch ids it fired)."""
         x = self._open()
         root = lib.radix_txn_commit(x)
-        fired = set(_unpack(x.fired, x.nfired)) if x.nfired else set()  # type: ignore[attr-defined]
+        fired = set(_unpack(x.fired, x.nfired)) if x.nfired else set()
         self._x = None
         ffi.release(x)  # frees the transaction now (the new root is the Tree's)
         return Tree._adopt(root), fired
