@@ -32,6 +32,13 @@ connection. On the listening side a bad hello, a frame of length 0 or above ``ma
 frame that is not exactly one msgpack object is logged and closes that connection only. An
 exception raised by ``on_message`` is logged and the connection keeps going.
 
+Sharing the port
+----------------
+With ``on_other_connection`` set, a connection whose first frame is not a Raft hello is handed,
+with that decoded first frame, to ``on_other_connection(first, reader, writer)`` instead of being
+closed: the server layer serves its msgpack-RPC on the same port (one address per server, as
+Consul's port 8300). The transport still owns the connection's task, so ``close()`` ends it.
+
 There is no authentication: run it on a network you trust (as Consul's raft port without TLS).
 """
 
@@ -51,6 +58,8 @@ import msgpack
 log = logging.getLogger(__name__)
 
 Handler = Callable[[str, Any], Awaitable[None] | None]
+OtherConnectionHandler = Callable[[Any, asyncio.StreamReader, asyncio.StreamWriter],
+                                  Awaitable[None]]
 
 HELLO_MAGIC = "pykvs-raft"
 PROTOCOL_VERSION = 1
@@ -234,6 +243,7 @@ class TCPTransport:
         write_timeout: float = 10.0,
         hello_timeout: float = 5.0,
         rng: random.Random | None = None,
+        on_other_connection: OtherConnectionHandler | None = None,
     ) -> None:
         if not local_id:
             raise ValueError("local_id must be a non-empty server id")
@@ -259,6 +269,7 @@ class TCPTransport:
         self.write_timeout = write_timeout
         self.hello_timeout = hello_timeout
         self.rng = rng or random.Random()
+        self.on_other_connection = on_other_connection
         self._links: dict[tuple[str, str], _Link] = {}
         self._retired: set[asyncio.Task[None]] = set()
         self._inbound: set[asyncio.Task[Any]] = set()
@@ -373,6 +384,9 @@ class TCPTransport:
         try:
             hello = await asyncio.wait_for(_read_frame(reader, self.max_frame),
                                            self.hello_timeout)
+            if self.on_other_connection is not None and not _is_hello(hello):
+                await self.on_other_connection(hello, reader, writer)
+                return
             sender = self._check_hello(hello)
             while True:
                 payload = await _read_frame(reader, self.max_frame)
@@ -417,3 +431,8 @@ class TCPTransport:
             raise FrameError(f"protocol version {hello[1]!r} (this server speaks "
                              f"{PROTOCOL_VERSION})")
         return hello[2]
+
+
+def _is_hello(frame: Any) -> bool:
+    """Whether a first frame claims to be a Raft hello (then it must be a valid one)."""
+    return isinstance(frame, list) and bool(frame) and frame[0] == HELLO_MAGIC

@@ -159,7 +159,8 @@ class Endpoints:
             session=session,
             ts=time.time_ns(),
         )
-        return _raise_if_error(await self.server.raft_apply(command))
+        may_delete = op.startswith("delete")
+        return _raise_if_error(await self.server.raft_apply(command, may_delete=may_delete))
 
     async def kvs_get(self, args: dict[str, Any]) -> Any:
         forwarded, reply = await self.server.forward("KVS.Get", args, read=True)
@@ -238,8 +239,11 @@ class Endpoints:
         if forwarded:
             return reply
         ops = self._txn_ops(args)
+        may_delete = any(op.verb.startswith("delete") for op in ops)
         result = _raise_if_error(
-            await self.server.raft_apply(fsm.txn_command(ops, ts=time.time_ns()))
+            await self.server.raft_apply(
+                fsm.txn_command(ops, ts=time.time_ns()), may_delete=may_delete
+            )
         )
         return txn_result_to_wire(result)
 
@@ -267,7 +271,7 @@ class Endpoints:
             if not session_id:
                 raise ValueError("Must provide ID")
             command = fsm.session_destroy_command(session_id, ts=time.time_ns())
-            _raise_if_error(await self.server.raft_apply(command))
+            _raise_if_error(await self.server.raft_apply(command, may_delete=True))
             self.server.sessions.stop_timer(session_id)
             return session_id
         if op != "create":

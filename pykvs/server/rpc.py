@@ -106,6 +106,22 @@ def _parse_request(obj: Any) -> tuple[int | None, str | None, Any, str | None]:
     return req_id, method, args, None
 
 
+async def invoke(method: str, handler: Handler, args: dict[str, Any]) -> tuple[str | None, Any]:
+    """Run one handler; ``(error string or None, result)`` as the response will carry them.
+    Bad arguments (ValueError and kin) become an error naming the method."""
+    try:
+        return None, await handler(args)
+    except RPCError as exc:
+        return exc.message, None
+    except (ValueError, TypeError, KeyError, LookupError) as exc:
+        return f"{method}: {exc}", None
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:
+        log.exception("rpc: %s failed", method)
+        return f"{method}: internal error: {exc}", None
+
+
 class RPCServer:
     """Serves registered methods over TCP; one task per request, so slow ones (blocking
     queries) never hold up others on the same connection."""
@@ -146,6 +162,23 @@ class RPCServer:
     async def _serve_connection(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
+        await self.serve_connection(reader, writer)
+
+    async def serve_handoff(
+        self, first: Any, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        """Serve a connection another listener accepted and whose first frame it decoded (the
+        Raft transport hands over what is not Raft: one port per server)."""
+        await self.serve_connection(reader, writer, [first])
+
+    async def serve_connection(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        already_read: list[Any] | None = None,
+    ) -> None:
+        """Serve requests on one connection until it closes; ``already_read`` holds decoded
+        frames that were read off it before."""
         task = asyncio.current_task()
         assert task is not None
         self._connections.add(task)
@@ -166,25 +199,18 @@ class RPCServer:
 
         async def run(req_id: int, method: str, handler: Handler, args: dict[str, Any]) -> None:
             try:
-                result = await handler(args)
-            except RPCError as exc:
-                await respond(req_id, exc.message, None)
-            except (ValueError, TypeError, KeyError, LookupError) as exc:
-                await respond(req_id, f"{method}: {exc}", None)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                log.exception("rpc: %s failed", method)
-                await respond(req_id, f"{method}: internal error: {exc}", None)
-            else:
-                await respond(req_id, None, result)
+                error, result = await invoke(method, handler, args)
+                await respond(req_id, error, result)
             finally:
                 slots.release()
 
         try:
             while True:
                 try:
-                    obj = await read_frame(reader, self.max_frame)
+                    if already_read:
+                        obj = already_read.pop(0)
+                    else:
+                        obj = await read_frame(reader, self.max_frame)
                 except (asyncio.IncompleteReadError, ConnectionError):
                     return
                 except FrameError as exc:

@@ -1,0 +1,472 @@
+"""The Python API of pykvs: the same operations against an in-process server or over RPC.
+
+:class:`AsyncKV` turns friendly calls (``put``, ``get``, ``delete``, ``txn``, sessions...) into
+the RPC endpoints' Consul-shaped arguments and back. Under it is a *caller*: either
+:class:`RemoteCaller` (msgpack-RPC to an agent) or :class:`LocalCaller` (the endpoints of a
+:class:`~pykvs.server.server.Server` running in this process, no socket in between). :class:`KV`
+is the synchronous face of an ``AsyncKV`` whose event loop runs in a thread of its own.
+
+Reads return ``(index, result)`` as Consul's clients do, so the index can feed the next
+blocking read (``index=`` and ``wait=``). ``consistency`` is ``"default"`` (the leader
+answers), ``"consistent"`` (the leader first confirms it still leads) or ``"stale"`` (any
+server answers from its own state). ``dc`` sends the request to another datacenter.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import threading
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
+from typing import Any, Protocol, TypeVar
+
+import msgpack
+
+from pykvs.server.args import NS_PER_SECOND
+from pykvs.server.rpc import RawMsgpack, RPCClient, RPCError, invoke
+from pykvs.server.server import Server, ServerConfig
+from pykvs.state.entry import DirEntry
+from pykvs.state.sessions import Session
+from pykvs.state.txn import TxnError, TxnResult
+
+T = TypeVar("T")
+CONSISTENCY_MODES = ("default", "consistent", "stale")
+
+
+class Caller(Protocol):
+    async def call(self, method: str, args: Mapping[str, Any]) -> Any: ...
+    async def close(self) -> None: ...
+
+
+class RemoteCaller:
+    """Calls over one pipelined msgpack-RPC connection to ``host:port``."""
+
+    def __init__(self, host: str, port: int, timeout: float | None = None) -> None:
+        self.client = RPCClient(host, port)
+        self.timeout = timeout
+
+    async def call(self, method: str, args: Mapping[str, Any]) -> Any:
+        return await self.client.call(method, args, self.timeout)
+
+    async def close(self) -> None:
+        await self.client.close()
+
+
+class LocalCaller:
+    """Calls a server's endpoints in-process (same code path as its RPC, without a socket)."""
+
+    def __init__(self, server: Server, owned: bool = True) -> None:
+        self.server = server
+        self.owned = owned
+
+    async def call(self, method: str, args: Mapping[str, Any]) -> Any:
+        handler = self.server.handlers.get(method)
+        if handler is None:
+            raise RPCError(f"rpc: can't find method {method}")
+        error, result = await invoke(method, handler, dict(args))
+        if error is not None:
+            raise RPCError(error)
+        if isinstance(result, RawMsgpack):
+            return msgpack.unpackb(result.data, raw=False, strict_map_key=False)
+        return result
+
+    async def close(self) -> None:
+        if self.owned:
+            await self.server.close()
+
+
+def _key(key: str | bytes, name: str = "key") -> bytes:
+    if isinstance(key, str):
+        return key.encode()
+    if isinstance(key, bytes | bytearray | memoryview):
+        return bytes(key)
+    raise TypeError(f"{name} must be str or bytes, not {type(key).__name__}")
+
+
+def _value(value: str | bytes | None) -> bytes:
+    if value is None:
+        return b""
+    return _key(value, "value")
+
+
+def _entry(key: bytes, stored: Sequence[Any]) -> DirEntry:
+    value, flags, create_index, modify_index, lock_index, session = stored
+    return DirEntry(bytes(key), bytes(value or b""), flags, create_index, modify_index,
+                    lock_index, session or None)
+
+
+def _session(wire: Mapping[str, Any]) -> Session:
+    return Session(wire["ID"], wire["Node"], wire["Name"], wire["LockDelay"], wire["Behavior"],
+                   wire["TTL"], wire["CreateIndex"], wire["ModifyIndex"])
+
+
+def _duration(seconds: float | str | None, name: str) -> str:
+    """Go duration text from seconds (or text passed through)."""
+    if seconds is None:
+        return ""
+    if isinstance(seconds, str):
+        return seconds
+    if isinstance(seconds, bool) or not isinstance(seconds, int | float) or seconds < 0:
+        raise ValueError(f"{name} must be seconds >= 0 or a Go duration string, got {seconds!r}")
+    return f"{seconds:g}s"
+
+
+class AsyncKV:
+    """The asyncio API (see the module docstring)."""
+
+    def __init__(self, caller: Caller) -> None:
+        self.caller = caller
+
+    @property
+    def server(self) -> Server | None:
+        """The in-process server, for an embedded store; None for a remote one."""
+        return self.caller.server if isinstance(self.caller, LocalCaller) else None
+
+    async def call(self, method: str, args: Mapping[str, Any] | None = None) -> Any:
+        """Any RPC method with Consul-shaped arguments; the raw reply."""
+        return await self.caller.call(method, dict(args or {}))
+
+    async def close(self) -> None:
+        await self.caller.close()
+
+    async def __aenter__(self) -> AsyncKV:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # -------------------------------------------------------------------------- helpers
+    @staticmethod
+    def _query(index: int, wait: float | None, consistency: str, dc: str | None) -> dict:
+        if consistency not in CONSISTENCY_MODES:
+            raise ValueError(f"consistency must be one of {CONSISTENCY_MODES}, got "
+                             f"{consistency!r}")
+        if isinstance(index, bool) or not isinstance(index, int) or index < 0:
+            raise ValueError(f"index must be an integer >= 0, got {index!r}")
+        if wait is not None and (isinstance(wait, bool) or not isinstance(wait, int | float)
+                                 or wait < 0):
+            raise ValueError(f"wait must be seconds >= 0, got {wait!r}")
+        args: dict[str, Any] = {"MinQueryIndex": index,
+                                "AllowStale": consistency == "stale",
+                                "RequireConsistent": consistency == "consistent"}
+        if wait:
+            args["MaxQueryTime"] = int(wait * NS_PER_SECOND)
+        if dc:
+            args["Datacenter"] = dc
+        return args
+
+    async def _apply(self, op: str, key: str | bytes, value: str | bytes | None = None, *,
+                     flags: int = 0, index: int = 0, session: str | None = None,
+                     dc: str | None = None) -> bool:
+        args: dict[str, Any] = {"Op": op, "DirEnt": {"Key": _key(key), "Value": _value(value),
+                                                     "Flags": flags, "ModifyIndex": index,
+                                                     "Session": session or ""}}
+        if dc:
+            args["Datacenter"] = dc
+        return bool(await self.call("KVS.Apply", args))
+
+    # ------------------------------------------------------------------------------- KV
+    async def put(self, key: str | bytes, value: str | bytes | None = b"", *, flags: int = 0,
+                  cas: int | None = None, acquire: str | None = None,
+                  release: str | None = None, dc: str | None = None) -> bool:
+        """Set ``key``; with ``cas`` only if its ModifyIndex is ``cas`` (0: only if absent);
+        with ``acquire``/``release`` lock or unlock it for a session. True when it applied."""
+        if sum(x is not None for x in (cas, acquire, release)) > 1:
+            raise ValueError("use at most one of cas, acquire and release")
+        if acquire is not None:
+            return await self._apply("lock", key, value, flags=flags, session=acquire, dc=dc)
+        if release is not None:
+            return await self._apply("unlock", key, value, flags=flags, session=release, dc=dc)
+        if cas is not None:
+            return await self._apply("cas", key, value, flags=flags, index=cas, dc=dc)
+        return await self._apply("set", key, value, flags=flags, dc=dc)
+
+    async def delete(self, key: str | bytes, *, recurse: bool = False, cas: int | None = None,
+                     dc: str | None = None) -> bool:
+        """Delete ``key`` (every key under it with ``recurse``; only at index ``cas``)."""
+        if recurse and cas is not None:
+            raise ValueError("use at most one of recurse and cas")
+        if recurse:
+            return await self._apply("delete-tree", key, dc=dc)
+        if cas is not None:
+            return await self._apply("delete-cas", key, index=cas, dc=dc)
+        return await self._apply("delete", key, dc=dc)
+
+    async def get(self, key: str | bytes, *, index: int = 0, wait: float | None = None,
+                  consistency: str = "default",
+                  dc: str | None = None) -> tuple[int, DirEntry | None]:
+        """``(index, entry or None)``; with ``index`` it blocks until the key changes past it
+        or ``wait`` seconds pass."""
+        reply = await self.call("KVS.Get", {"Key": _key(key),
+                                            **self._query(index, wait, consistency, dc)})
+        entries = reply.get("Entries") or []
+        return reply["Index"], (_entry(*entries[0]) if entries else None)
+
+    async def list(self, prefix: str | bytes = b"", *, index: int = 0,
+                   wait: float | None = None, consistency: str = "default",
+                   dc: str | None = None) -> tuple[int, list[DirEntry]]:
+        """``(index, entries under prefix)`` in key order (Consul's ``?recurse``)."""
+        reply = await self.call("KVS.List", {"Key": _key(prefix, "prefix"),
+                                             **self._query(index, wait, consistency, dc)})
+        return reply["Index"], [_entry(*pair) for pair in reply.get("Entries") or []]
+
+    async def keys(self, prefix: str | bytes = b"", separator: str | bytes | None = None, *,
+                   index: int = 0, wait: float | None = None, consistency: str = "default",
+                   dc: str | None = None) -> tuple[int, builtins.list[bytes]]:
+        """``(index, keys under prefix)``; with ``separator``, up to its first occurrence
+        after the prefix (Consul's ``?keys&separator=``)."""
+        args = {"Prefix": _key(prefix, "prefix"), "Seperator": _value(separator),
+                **self._query(index, wait, consistency, dc)}
+        reply = await self.call("KVS.ListKeys", args)
+        return reply["Index"], [bytes(k) for k in reply.get("Keys") or []]
+
+    # ------------------------------------------------------------------------------ Txn
+    @staticmethod
+    def _txn_ops(ops: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+        """Accept Consul's ``{"KV": {...}}`` ops or their inner KV maps."""
+        wire = []
+        for position, op in enumerate(ops):
+            if not isinstance(op, Mapping):
+                raise TypeError(f"txn operation {position} must be a mapping, got "
+                                f"{type(op).__name__}")
+            kv = dict(op.get("KV", op))
+            for name in ("Key", "Value"):
+                if name in kv and isinstance(kv[name], str):
+                    kv[name] = kv[name].encode()
+            wire.append({"KV": kv})
+        return wire
+
+    @staticmethod
+    def _txn_result(reply: Mapping[str, Any]) -> TxnResult:
+        results = None
+        if reply.get("Results") is not None:
+            results = [
+                DirEntry(bytes(kv["Key"]), bytes(kv["Value"] or b""), kv["Flags"],
+                         kv["CreateIndex"], kv["ModifyIndex"], kv["LockIndex"],
+                         kv["Session"] or None)
+                for kv in (r["KV"] for r in reply["Results"])
+            ]
+        errors = [TxnError(e["OpIndex"], e["What"]) for e in reply.get("Errors") or []]
+        return TxnResult(results, errors)
+
+    async def txn(self, ops: Sequence[Mapping[str, Any]], *,
+                  dc: str | None = None) -> TxnResult:
+        """Apply up to 128 KV operations atomically (Consul's Txn: ``{"Verb": "set", "Key":
+        ..., "Value": ...}`` each); ``result.ok`` tells whether it applied."""
+        args: dict[str, Any] = {"Ops": self._txn_ops(ops)}
+        if dc:
+            args["Datacenter"] = dc
+        return self._txn_result(await self.call("Txn.Apply", args))
+
+    async def txn_read(self, ops: Sequence[Mapping[str, Any]], *,
+                       consistency: str = "default", dc: str | None = None) -> TxnResult:
+        """A read-only transaction (get, get-tree, check-* verbs), answered without Raft."""
+        args = {"Ops": self._txn_ops(ops), **self._query(0, None, consistency, dc)}
+        return self._txn_result(await self.call("Txn.Read", args))
+
+    # ------------------------------------------------------------------------- sessions
+    async def session_create(self, *, name: str = "", node: str | None = None,
+                             ttl: float | str | None = None, lock_delay: float = 15.0,
+                             behavior: str = "release", dc: str | None = None) -> str:
+        """Create a session; returns its ID. ``ttl`` in seconds (10..86400) or Go text."""
+        if isinstance(lock_delay, bool) or not isinstance(lock_delay, int | float):
+            raise ValueError(f"lock_delay must be seconds, got {lock_delay!r}")
+        body = {"Name": name, "Node": node or "", "TTL": _duration(ttl, "ttl"),
+                "LockDelay": int(lock_delay * NS_PER_SECOND), "Behavior": behavior}
+        args: dict[str, Any] = {"Op": "create", "Session": body}
+        if dc:
+            args["Datacenter"] = dc
+        return str(await self.call("Session.Apply", args))
+
+    async def session_destroy(self, session_id: str, *, dc: str | None = None) -> bool:
+        args: dict[str, Any] = {"Op": "destroy", "Session": {"ID": session_id}}
+        if dc:
+            args["Datacenter"] = dc
+        await self.call("Session.Apply", args)
+        return True
+
+    async def session_renew(self, session_id: str, *, dc: str | None = None) -> Session | None:
+        """Reset the session's TTL timer; None when the session no longer exists."""
+        args: dict[str, Any] = {"SessionID": session_id}
+        if dc:
+            args["Datacenter"] = dc
+        reply = await self.call("Session.Renew", args)
+        found = reply.get("Sessions") or []
+        return _session(found[0]) if found else None
+
+    async def session_info(self, session_id: str, *, index: int = 0, wait: float | None = None,
+                           consistency: str = "default",
+                           dc: str | None = None) -> tuple[int, Session | None]:
+        reply = await self.call("Session.Get", {"SessionID": session_id,
+                                                **self._query(index, wait, consistency, dc)})
+        found = reply.get("Sessions") or []
+        return reply["Index"], (_session(found[0]) if found else None)
+
+    async def session_list(self, *, index: int = 0, wait: float | None = None,
+                           consistency: str = "default",
+                           dc: str | None = None) -> tuple[int, builtins.list[Session]]:
+        reply = await self.call("Session.List", self._query(index, wait, consistency, dc))
+        return reply["Index"], [_session(s) for s in reply.get("Sessions") or []]
+
+    async def session_node(self, node: str, *, index: int = 0, wait: float | None = None,
+                           consistency: str = "default",
+                           dc: str | None = None) -> tuple[int, builtins.list[Session]]:
+        reply = await self.call("Session.NodeSessions",
+                                {"Node": node, **self._query(index, wait, consistency, dc)})
+        return reply["Index"], [_session(s) for s in reply.get("Sessions") or []]
+
+    # ------------------------------------------------------------------ status, operator
+    async def leader(self, *, dc: str | None = None) -> str:
+        """The leader's server address, "" when there is none."""
+        return str(await self.call("Status.Leader", {"Datacenter": dc} if dc else {}))
+
+    async def peers(self, *, dc: str | None = None) -> builtins.list[str]:
+        return list(await self.call("Status.Peers", {"Datacenter": dc} if dc else {}))
+
+    async def raft_configuration(self, *, consistency: str = "default",
+                                 dc: str | None = None) -> dict[str, Any]:
+        """``{"Servers": [{"ID", "Node", "Address", "Leader", "Voter"}...], "Index"}``."""
+        return dict(await self.call("Operator.RaftGetConfiguration",
+                                    self._query(0, None, consistency, dc)))
+
+    async def raft_remove_peer(self, *, id: str = "", address: str = "",
+                               dc: str | None = None) -> None:
+        args: dict[str, Any] = {"ID": id, "Address": address}
+        if dc:
+            args["Datacenter"] = dc
+        await self.call("Operator.RaftRemovePeer", args)
+
+    async def transfer_leader(self, id: str | None = None, *, dc: str | None = None) -> None:
+        args: dict[str, Any] = {"ID": id or ""}
+        if dc:
+            args["Datacenter"] = dc
+        await self.call("Operator.TransferLeader", args)
+
+
+class _LoopThread:
+    """An event loop running in a daemon thread, for the synchronous API."""
+
+    def __init__(self, name: str) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, name=name, daemon=True)
+        self.thread.start()
+
+    def run(self, coro: Coroutine[Any, Any, T]) -> T:
+        if threading.current_thread() is self.thread:
+            coro.close()
+            raise RuntimeError("the synchronous pykvs API cannot be called from its own loop")
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result()
+
+    def stop(self) -> None:
+        if self.loop.is_closed():
+            return
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join()
+        self.loop.close()
+
+
+def _sync(name: str) -> Callable[..., Any]:
+    method = getattr(AsyncKV, name)
+
+    def call(self: KV, *args: Any, **kwargs: Any) -> Any:
+        return self._thread.run(method(self.aio, *args, **kwargs))
+
+    call.__name__ = name
+    call.__qualname__ = f"KV.{name}"
+    call.__doc__ = method.__doc__
+    return call
+
+
+class KV:
+    """The synchronous API: every method of :class:`AsyncKV`, blocking, on a loop thread.
+
+    Close it (or use ``with``) to stop the server (embedded) or the connection (remote)."""
+
+    def __init__(self, make: Callable[[], Awaitable[AsyncKV]], name: str = "pykvs") -> None:
+        self._thread = _LoopThread(name)
+        try:
+            self.aio: AsyncKV = self._thread.run(_await(make()))
+        except BaseException:
+            self._thread.stop()
+            raise
+        self._closed = False
+
+    @property
+    def server(self) -> Server | None:
+        return self.aio.server
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self._thread.run(self.aio.close())
+        finally:
+            self._thread.stop()
+
+    def __enter__(self) -> KV:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    put = _sync("put")
+    delete = _sync("delete")
+    get = _sync("get")
+    list = _sync("list")
+    keys = _sync("keys")
+    txn = _sync("txn")
+    txn_read = _sync("txn_read")
+    session_create = _sync("session_create")
+    session_destroy = _sync("session_destroy")
+    session_renew = _sync("session_renew")
+    session_info = _sync("session_info")
+    session_list = _sync("session_list")
+    session_node = _sync("session_node")
+    leader = _sync("leader")
+    peers = _sync("peers")
+    raft_configuration = _sync("raft_configuration")
+    raft_remove_peer = _sync("raft_remove_peer")
+    transfer_leader = _sync("transfer_leader")
+    call = _sync("call")
+
+
+async def _await(awaitable: Awaitable[T]) -> T:
+    return await awaitable
+
+
+# ---------------------------------------------------------------------------- constructors
+async def open_async(path: str, *, wait_leader: float = 30.0, **options: Any) -> AsyncKV:
+    """Start a server in this event loop over the data directory ``path``; by default a
+    one-server cluster listening on 127.0.0.1 at a free port. ``options`` are
+    :class:`ServerConfig` fields (``join``, ``bootstrap_expect``, ``node_name``...)."""
+    options.setdefault("port", 0)
+    options.setdefault("tick_interval", 0.02)
+    server = Server(ServerConfig(data_dir=str(path), **options))
+    await server.start()
+    try:
+        await server.wait_leader(wait_leader)
+    except BaseException:
+        await server.close()
+        raise
+    return AsyncKV(LocalCaller(server))
+
+
+async def connect_async(address: str = "127.0.0.1:8300", *,
+                        timeout: float | None = None) -> AsyncKV:
+    """A client of the server at ``host:port`` over msgpack-RPC (dialled on first use)."""
+    from pykvs.raft.transport import split_address
+
+    host, port = split_address(address)
+    return AsyncKV(RemoteCaller(host, port, timeout))
+
+
+def open(path: str, **options: Any) -> KV:
+    """The synchronous :func:`open_async`: the server runs on a loop thread of its own."""
+    return KV(lambda: open_async(path, **options), name=f"pykvs {path}")
+
+
+def connect(address: str = "127.0.0.1:8300", *, timeout: float | None = None) -> KV:
+    """The synchronous :func:`connect_async`."""
+    return KV(lambda: connect_async(address, timeout=timeout), name=f"pykvs {address}")
+
