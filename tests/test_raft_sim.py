@@ -7,9 +7,18 @@ import random
 import traceback
 
 import pytest
-from raftsim.cluster import KVStateMachine, SimStats, encode_command, simulate
+from raftsim.cluster import (
+    Cluster,
+    KVStateMachine,
+    SimConfig,
+    SimStats,
+    Violation,
+    encode_command,
+    simulate,
+)
 from raftsim.network import RELIABLE, Faults, Network
 
+from pykvs.raft.core import Ready
 from pykvs.raft.types import Entry, EntryType
 
 # --- the simulated network ---------------------------------------------------------------------
@@ -169,3 +178,93 @@ def test_simulated_seeds(capsys: pytest.CaptureFixture[str]) -> None:
         assert total.crashes and total.partitions and total.lost_unpersisted_readies
         assert total.snapshots_taken and total.snapshots_installed
         assert total.reads_by_index and total.ops_ok > 10 * SIM_SEEDS
+
+
+# --- the simulator's checks can fail -------------------------------------------------------------
+
+
+def running_cluster(seed: int = 2, **overrides: object) -> Cluster:
+    """A healthy cluster with a leader that has committed some client writes."""
+    config = SimConfig(seed=seed, **overrides)  # type: ignore[arg-type]
+    cluster = Cluster(config)
+    elected = cluster.run_until(
+        lambda: cluster.leader() is not None and cluster.max_committed > 5,
+        60,
+        client_traffic=True,
+        faults=False,
+    )
+    assert elected, "no leader committed anything in 60 fault-free ticks"
+    return cluster
+
+
+def test_election_safety_violation_is_caught() -> None:
+    cluster = running_cluster()
+    leader = cluster.leader()
+    assert leader is not None and leader.core is not None
+    cluster.leader_of_term[leader.core.term] = "someone else"
+    with pytest.raises(Violation, match="election safety"):
+        cluster.observe(leader)
+
+
+def test_log_matching_violation_is_caught() -> None:
+    cluster = running_cluster()
+    node = cluster.nodes["n1"]
+    index = node.log.last_index()
+    good = node.log.entries(index, index + 1)[0]
+    forged = Entry(good.index, good.term, EntryType.NORMAL, b"forged")
+    with pytest.raises(Violation, match="log matching"):
+        cluster.check_persisted(node, Ready(entries=[forged]))
+
+
+def test_leader_completeness_violation_is_caught() -> None:
+    cluster = running_cluster()
+    leader = cluster.leader()
+    assert leader is not None and leader.core is not None
+    beyond = leader.log.last_index() + 1
+    cluster.commit_term[beyond] = leader.core.term - 1
+    with pytest.raises(Violation, match="leader completeness"):
+        cluster.check_leader_complete(leader, leader.core.term)
+
+
+def test_state_machine_safety_violation_is_caught() -> None:
+    cluster = running_cluster()
+    node = cluster.nodes["n1"]
+    index = max(cluster.applied)
+    term = cluster.applied[index][0]
+    with pytest.raises(Violation, match="state-machine safety"):
+        cluster.check_applied(node, Entry(index, term, EntryType.NORMAL, b"another command"))
+
+
+def test_lost_write_in_the_history_is_caught() -> None:
+    cluster = running_cluster()
+    cluster.run_until(lambda: False, 20, client_traffic=False, faults=False)
+    written = [op for op in cluster.history.operations() if op.input[0] == "put" and op.ret < 1e18]
+    assert written, "no write was acknowledged"
+    key = written[-1].input[1]
+    # A read after everything, claiming the key was never written: a lost write.
+    op_id = cluster.history.invoke(99, ("get", key), cluster.stamp())
+    cluster.history.respond(op_id, "never written", cluster.stamp())
+    with pytest.raises(Violation, match="not linearizable"):
+        cluster.check_history()
+
+
+def test_no_progress_after_healing_is_caught() -> None:
+    cluster = running_cluster(liveness_ticks=30)
+    for node_id in cluster.ids:
+        cluster.network.isolate(node_id)  # "healing" that heals nothing
+    with pytest.raises(Violation, match="liveness"):
+        cluster.commit_probe()
+
+
+def test_stale_reads_are_caught_end_to_end() -> None:
+    """Serving reads from a server's own state is not linearizable, and the runs show it."""
+    caught = 0
+    for seed in range(6):
+        config = SimConfig(seed=seed, local_reads=True, check_quorum=False, keys=1, clients=4)
+        config.fault_profile = "partitions"
+        try:
+            Cluster(config).run()
+        except Violation as exc:
+            assert "not linearizable" in str(exc)
+            caught += 1
+    assert caught >= 3, f"stale reads caught in only {caught} of 6 runs"

@@ -121,6 +121,9 @@ class SimConfig:
     election_tick: int = 10
     pre_vote: bool = True
     check_quorum: bool = True
+    # A deliberately wrong read path (answer from the server's own state, no ReadIndex, as
+    # Consul's "stale" mode does), for the tests that show the checker catches stale reads.
+    local_reads: bool = False
     initial_faults: Faults = field(
         default_factory=lambda: Faults(drop_rate=0.05, duplicate_rate=0.02, max_delay=12)
     )
@@ -552,6 +555,11 @@ class Cluster:
         self.values_written += 1
         value = f"v{self.values_written}"
         input: tuple
+        if self.config.local_reads and roll < 0.45:
+            op_id = self.history.invoke(client, ("get", key), self.stamp())
+            self.op_client[op_id] = client
+            self.respond(op_id, node.fsm.data.get(key))
+            return
         if roll < 0.25:
             input = ("get", key)
             ctx = f"r{len(self.history)}".encode()
