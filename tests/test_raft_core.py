@@ -1008,3 +1008,18 @@ def test_a_probe_answered_at_the_match_point_resumes_streaming() -> None:
     a.propose(b"streamed at once")
     c.stabilize()
     assert c.applied_data("b")[-1] == b"streamed at once"
+
+
+def test_refusing_stale_candidates_does_not_hold_back_an_up_to_date_server() -> None:
+    node = Node(CoreConfig(id="a", pre_vote=False, election_tick=10), None, seed=4)
+    preset(node.store, "abcde", [2, 2, 2], term=2)
+    node.restart()
+    core = node.core
+    for step in range(1, 30):  # a stale candidate stands every 9 ticks, with a new term
+        if step % 9 == 0:
+            core.step(Message(K.VOTE, core.term + 1, "e", "a", index=1, log_term=1))
+            assert node.process()[0].reject
+        core.tick()
+        if core.role is Role.CANDIDATE:
+            break
+    assert core.role is Role.CANDIDATE and step < 20

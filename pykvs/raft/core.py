@@ -324,6 +324,13 @@ class RaftCore:
                 pass  # pre-votes never change anyone's term
             elif msg.kind in (MessageKind.APPEND, MessageKind.HEARTBEAT, MessageKind.SNAPSHOT):
                 self._become_follower(msg.term, msg.src)
+            elif msg.kind is MessageKind.VOTE and self._role is not Role.LEADER:
+                # Only a granted vote resets the election timer (Raft §5.2); otherwise
+                # candidates with stale logs could keep an up-to-date server from ever
+                # standing (without pre-vote).
+                elapsed = self._election_elapsed
+                self._become_follower(msg.term, None)
+                self._election_elapsed = elapsed
             else:
                 self._become_follower(msg.term, None)
         elif msg.term < self._term:
