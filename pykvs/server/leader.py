@@ -30,8 +30,12 @@ NS_PER_SECOND = 1_000_000_000
 class SessionTimers:
     """One asyncio timer per session with a TTL; expiry calls ``on_expire(session_id)``."""
 
-    def __init__(self, on_expire: Callable[[str], Awaitable[None]]) -> None:
+    def __init__(self, on_expire: Callable[[str], Awaitable[None]],
+                 ttl_multiplier: float = SESSION_TTL_MULTIPLIER) -> None:
+        if ttl_multiplier <= 0:
+            raise ValueError(f"ttl_multiplier must be positive, got {ttl_multiplier}")
         self.on_expire = on_expire
+        self.ttl_multiplier = ttl_multiplier
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self.active = False
@@ -43,7 +47,7 @@ class SessionTimers:
         """(Re)arm ``session_id``'s timer; a no-op without a TTL or when not leader."""
         if not self.active or not ttl:
             return
-        seconds = parse_go_duration(ttl) / NS_PER_SECOND * SESSION_TTL_MULTIPLIER
+        seconds = parse_go_duration(ttl) / NS_PER_SECOND * self.ttl_multiplier
         self.stop_timer(session_id)
         loop = asyncio.get_running_loop()
         self._timers[session_id] = loop.call_later(seconds, self._expired, session_id)

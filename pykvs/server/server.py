@@ -91,6 +91,7 @@ class ServerConfig:
     max_value_size: int = DEFAULT_MAX_VALUE_SIZE
     default_query_time: float = DEFAULT_QUERY_TIME
     max_query_time: float = MAX_QUERY_TIME
+    session_ttl_multiplier: float = 2.0  # Consul's SessionTTLMultiplier (tests shorten it)
     tombstone_ttl: float = 15 * 60.0
     tombstone_granularity: float = 30.0
     tick_interval: float = 0.05
@@ -132,7 +133,7 @@ class Server:
         self.state: StateStore = self.fsm.store
         self.storage: LMDBStorage | None = None
         self.node: RaftNode | None = None
-        self.sessions = SessionTimers(self._expire_session)
+        self.sessions = SessionTimers(self._expire_session, config.session_ttl_multiplier)
         self.tombstones = TombstoneGC(config.tombstone_ttl, config.tombstone_granularity)
         self.pool = ConnectionPool()
         self.endpoints = Endpoints(self)

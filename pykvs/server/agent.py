@@ -1,0 +1,137 @@
+"""``pykvs agent``: one server process, wired from its flags, stopped cleanly by a signal.
+
+With no flags it is one server that bootstraps itself: data in ``./pykvs-data``, RPC (and Raft)
+on 127.0.0.1:8300, HTTP on 127.0.0.1:8500, datacenter ``dc1``. Once listening it prints one line
+on stdout, ``http=HOST:P rpc=HOST:Q``, with the ports actually bound (flags may say 0), so
+tests and scripts can find it. SIGINT or SIGTERM closes the server (the node, then the data
+directory) and the process exits 0; a restart resumes from the data directory.
+
+The HTTP API is the HTTP layer's: if ``pykvs.http`` offers ``start(server, host, port)``
+(awaitable, returning an object with an ``address`` "host:port" and an awaitable ``close()``),
+the agent starts it; until then the line names the address it would bind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import shutil
+import signal
+import socket
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from typing import Any
+
+from pykvs.raft.transport import split_address
+from pykvs.server.server import Server, ServerConfig
+
+log = logging.getLogger("pykvs.agent")
+
+LOG_FORMAT = "%(asctime)s [%(levelname)s] %(name)s: %(message)s"
+LOG_LEVELS = ("trace", "debug", "info", "warn", "warning", "error")
+
+
+@dataclass
+class AgentConfig:
+    node: str = field(default_factory=socket.gethostname)
+    datacenter: str = "dc1"
+    data_dir: str = "./pykvs-data"
+    bind: str = "127.0.0.1"
+    http_port: int = 8500
+    rpc_port: int = 8300
+    bootstrap_expect: int = 0
+    join: list[str] = field(default_factory=list)
+    join_wan: list[str] = field(default_factory=list)  # "DC=HOST:PORT"
+    dev: bool = False
+    log_level: str = "info"
+    rpc_hold_timeout: float = 7.0
+    max_value_size: int = 512 * 1024
+
+    def server_config(self, data_dir: str) -> ServerConfig:
+        return ServerConfig(
+            data_dir=data_dir,
+            node_name=self.node,
+            datacenter=self.datacenter,
+            bind=self.bind,
+            port=self.rpc_port,
+            bootstrap=not self.join and self.bootstrap_expect <= 1,
+            bootstrap_expect=0 if self.dev else self.bootstrap_expect,
+            join=[] if self.dev else list(self.join),
+            join_wan=parse_join_wan(self.join_wan),
+            rpc_hold_timeout=self.rpc_hold_timeout,
+            max_value_size=self.max_value_size,
+        )
+
+
+def parse_join_wan(items: list[str]) -> dict[str, list[str]]:
+    """``["dc2=127.0.0.1:8300", ...]`` -> ``{"dc2": ["127.0.0.1:8300"]}``."""
+    out: dict[str, list[str]] = {}
+    for item in items:
+        datacenter, sep, address = item.partition("=")
+        if not sep or not datacenter or not address:
+            raise ValueError(f"--join-wan wants DC=HOST:PORT, got {item!r}")
+        split_address(address)
+        out.setdefault(datacenter, []).append(address)
+    return out
+
+
+def configure_logging(level: str) -> None:
+    name = level.lower()
+    if name not in LOG_LEVELS:
+        raise ValueError(f"--log-level must be one of {', '.join(LOG_LEVELS)}, got {level!r}")
+    numeric = {"trace": logging.DEBUG, "warn": logging.WARNING}.get(name) or getattr(
+        logging, name.upper())
+    logging.basicConfig(level=numeric, format=LOG_FORMAT, stream=sys.stderr, force=True)
+
+
+async def _start_http(server: Server, host: str, port: int) -> tuple[Any, str]:
+    """The HTTP layer when it exists: (handle with close(), "host:port")."""
+    try:
+        from pykvs import http
+    except ImportError:  # pragma: no cover - the package is part of the distribution
+        http = None  # type: ignore[assignment]
+    start = getattr(http, "start", None)
+    if start is None:
+        return None, f"{host}:{port}"
+    handle = await start(server, host, port)
+    return handle, str(handle.address)
+
+
+async def run(config: AgentConfig, stop: asyncio.Event | None = None) -> int:
+    """Run until SIGINT/SIGTERM (or ``stop``); returns the exit code."""
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    temp_dir = tempfile.mkdtemp(prefix="pykvs-dev-") if config.dev else None
+    data_dir = temp_dir or config.data_dir
+    server = Server(config.server_config(data_dir))
+    http_handle = None
+    try:
+        address = await server.start()
+        http_handle, http_address = await _start_http(server, config.bind, config.http_port)
+        print(f"http={http_address} rpc={address}", flush=True)
+        log.info("agent %s (datacenter %s) serving RPC on %s, data in %s", config.node,
+                 config.datacenter, address, data_dir)
+        await stop.wait()
+        log.info("agent %s stopping", config.node)
+        return 0
+    finally:
+        if http_handle is not None:
+            await http_handle.close()
+        await server.close()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+        if temp_dir is not None:
+            shutil.rmtree(temp_dir, ignore_errors=True)
+        log.info("agent %s stopped", config.node)
+
+
+def main(config: AgentConfig) -> int:
+    configure_logging(config.log_level)
+    try:
+        return asyncio.run(run(config))
+    except (ValueError, OSError) as exc:
+        log.error("agent failed to start: %s", exc)
+        return 1
