@@ -545,18 +545,6 @@ static void put_u64(radix_buf *b, uint64_t v)
 #define PK_LONG1 '\x8a'
 #define PK_TUPLE3 '\x87'
 
-static void put_pickle_bytes(radix_buf *b, const void *p, size_t n)
-{
-    if (n < 256) {
-        b->data[b->len++] = PK_SHORT_BINBYTES;
-        put_le(b, n, 1);
-    } else {
-        b->data[b->len++] = PK_BINBYTES;
-        put_u32(b, (uint32_t)n);
-    }
-    put(b, p, n);
-}
-
 static void put_pickle_uint(radix_buf *b, uint64_t v)
 {
     if (v < 0x80000000u) {
@@ -603,10 +591,32 @@ static int path_append(scan_t *s, const uchar *p, size_t n)
     return 0;
 }
 
-static void emit(scan_t *s, const uchar *key, size_t klen, const radix_leaf *l)
+static size_t parts_len(parts k) { return k.an + (k.mid >= 0) + k.bn; }
+
+static void put_parts(radix_buf *b, parts k)
 {
-    size_t need = 32 + klen + (l ? l->vlen : 0);
-    if (buf_reserve(s->out, need) < 0) {
+    put(b, k.a, k.an);
+    if (k.mid >= 0)
+        b->data[b->len++] = (char)k.mid;
+    put(b, k.b, k.bn);
+}
+
+static void put_pickle_header(radix_buf *b, size_t n)
+{
+    if (n < 256) {
+        b->data[b->len++] = PK_SHORT_BINBYTES;
+        b->data[b->len++] = (char)n;
+    } else {
+        b->data[b->len++] = PK_BINBYTES;
+        put_u32(b, (uint32_t)n);
+    }
+}
+
+/* Appends one record: the key in parts, and the entry (NULL for a folder). */
+static void emit(scan_t *s, parts key, const radix_leaf *l)
+{
+    size_t klen = parts_len(key), vlen = l ? l->vlen : 0;
+    if (buf_reserve(s->out, 32 + klen + vlen) < 0) {
         s->stop = -1;
         return;
     }
@@ -614,20 +624,24 @@ static void emit(scan_t *s, const uchar *key, size_t klen, const radix_leaf *l)
     switch (s->format) {
     case RADIX_PACKED:
         put_u32(b, (uint32_t)klen);
-        put_u32(b, l ? l->vlen : 0);
+        put_u32(b, (uint32_t)vlen);
         put_u64(b, l ? l->index : 0);
-        put(b, key, klen);
+        put_parts(b, key);
         if (l)
-            put(b, l->data, l->vlen);
+            put(b, l->data, vlen);
         break;
     case RADIX_PICKLE_ITEMS:
-        put_pickle_bytes(b, key, klen);
-        put_pickle_bytes(b, l ? l->data : NULL, l ? l->vlen : 0);
+        put_pickle_header(b, klen);
+        put_parts(b, key);
+        put_pickle_header(b, vlen);
+        if (l)
+            put(b, l->data, vlen);
         put_pickle_uint(b, l ? l->index : 0);
         b->data[b->len++] = PK_TUPLE3;
         break;
     default:
-        put_pickle_bytes(b, key, klen);
+        put_pickle_header(b, klen);
+        put_parts(b, key);
         break;
     }
     s->emitted++;
@@ -666,7 +680,7 @@ static int check_path(scan_t *s, size_t old, int *seeking)
         for (size_t i = from; i + s->seplen <= s->len; i++) {
             if (s->path[i] == s->sep[0] && same(s->path + i, s->sep, s->seplen)) {
                 if (!*seeking || i + s->seplen >= s->llen)
-                    emit(s, s->path, i + s->seplen, NULL);
+                    emit(s, one_part(s->path, i + s->seplen), NULL);
                 return SKIP;
             }
         }
@@ -678,7 +692,7 @@ static void emit_leaf(scan_t *s, const radix_leaf *l, int seeking)
 {
     if (s->len < s->plen || (seeking && s->len < s->llen))
         return;
-    emit(s, s->path, s->len, l);
+    emit(s, one_part(s->path, s->len), l);
 }
 
 static void scan_node(scan_t *s, const radix_node *n, size_t old, int seeking)
@@ -705,6 +719,11 @@ static void scan_node(scan_t *s, const radix_node *n, size_t old, int seeking)
         }
         size_t slen;
         const uchar *suffix = leaf_suffix(AS_LEAF(c), &slen);
+        if (!child_seeking && here >= s->plen && !s->seplen) {
+            /* Inside the prefix, no bound, no folding: list it straight away. */
+            emit(s, (parts){s->path, here, keys[i], suffix, slen}, AS_LEAF(c));
+            continue;
+        }
         if (path_append(s, &keys[i], 1) < 0 || path_append(s, suffix, slen) < 0)
             break;
         if (check_path(s, here, &child_seeking) == VISIT && !s->stop)

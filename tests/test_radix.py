@@ -263,3 +263,40 @@ def test_memory_is_released_with_the_last_version() -> None:
     del t, versions, abandoned
     gc.collect()
     assert radix.bytes_allocated() == before
+
+
+def test_versions_shared_between_threads() -> None:
+    """Readers on many threads (the C calls run without the GIL) while one thread keeps
+    committing new versions and dropping old ones: every read sees a whole version."""
+    tree = build({b"t/%03d" % i: (b"v", 0) for i in range(200)})
+    versions = [tree]
+    stop = threading.Event()
+    errors: list[BaseException] = []
+
+    def reader() -> None:
+        try:
+            while not stop.is_set():
+                t = versions[-1]
+                listing = t.list_prefix(b"t/")
+                assert len(listing) == 200 and len({i for _, _, i in listing}) == 1
+                assert t.count(b"t/") == 200 and t.get(b"t/007") == listing[7][1]
+                assert t.list_keys(b"", b"/") == [b"t/"]
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=reader) for _ in range(3)]
+    for th in threads:
+        th.start()
+    try:
+        for round_ in range(1, 300):
+            txn = versions[-1].txn()
+            for i in range(200):
+                txn.insert(b"t/%03d" % i, b"v%d" % round_, round_)
+            versions.append(txn.commit()[0])
+            if len(versions) > 3:
+                versions.pop(0)
+    finally:
+        stop.set()
+        for th in threads:
+            th.join()
+    assert not errors, errors[0]
