@@ -138,6 +138,7 @@ class RPCServer:
         self.max_in_flight_per_conn = max_in_flight_per_conn
         self._server: asyncio.base_events.Server | None = None
         self._connections: set[asyncio.Task[None]] = set()
+        self._closing = False
         self.address: tuple[str, int] | None = None
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> tuple[str, int]:
@@ -147,6 +148,7 @@ class RPCServer:
         return self.address
 
     async def close(self) -> None:
+        self._closing = True
         if self._server is not None:
             self._server.close()
         for task in list(self._connections):
@@ -232,6 +234,11 @@ class RPCServer:
                 )
                 in_flight.add(child)
                 child.add_done_callback(in_flight.discard)
+        except asyncio.CancelledError:
+            # close() cancels us; end normally (asyncio logs a cancelled connection task of
+            # a listener, and a handed-off connection belongs to the Raft transport's).
+            if not self._closing:
+                raise
         finally:
             for child in list(in_flight):
                 child.cancel()
