@@ -143,6 +143,11 @@ class Notifier:
                 return True
         return False
 
+    def fired_since(self, ids: Iterable[int], since_seq: int) -> bool:
+        """Whether a fire after ``since_seq`` touched ``ids`` (True if history is too short)."""
+        with self._lock:
+            return self._missed_locked(frozenset(ids), since_seq)
+
     def _unregister_locked(self, waiter: _Waiter) -> None:
         for watch_id in waiter.ids:
             bucket = self._waiters.get(watch_id)

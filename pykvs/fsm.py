@@ -1,0 +1,478 @@
+"""The FSM: committed log entries -> the state store, and snapshot / restore of that state.
+
+Log entry schema (msgpack map; every command names its type and its schema version):
+
+    {"v": 1, "t": "kv", "op": <KV verb>, "key": bin, "value": bin, "flags": int,
+     "index": int (CAS index), "session": str|nil, "ts": int}
+    {"v": 1, "t": "txn", "ops": [[verb, key, value, flags, index, session], ...], "ts": int}
+    {"v": 1, "t": "session", "op": "create", "id": str, "node": str, "name": str,
+     "lock_delay": int (ns), "behavior": "release"|"delete", "ttl": str, "ts": int}
+    {"v": 1, "t": "session", "op": "destroy", "id": str, "ts": int}
+    {"v": 1, "t": "reap", "upto": int}
+
+``ts`` is the leader's wall clock in ns when it accepted the write; lock-delay is judged against
+it, so applying is deterministic.  A command may carry ``"ignore": true``: a replica that does
+not know its type then skips it (Consul's IgnoreUnknownTypeFlag) instead of reporting an error.
+
+``apply`` returns what the writer gets back: True/False for KV verbs (Consul's reply), a
+:class:`~pykvs.state.txn.TxnResult` for a transaction, the session ID for a create, True for a
+destroy or reap, None for an ignored command, or an *instance* of :class:`ApplyError`,
+:class:`~pykvs.state.errors.StateError` or :class:`~pykvs.state.sessions.SessionError` (returned,
+not raised: the entry is committed and every replica reaches the same answer).
+
+Snapshot stream (format 1): ``MAGIC | u32 header length | header | frames | u32 CRC-32``.  The
+header is msgpack ``{"format", "index", "term"}``; each frame is ``u8 tag | u32 length |
+payload``: table frames carry the packed listing layout (docs/ARCHITECTURE.md) of that table, a
+meta frame the table indexes and lock-delays, and the end frame the record counts.  The CRC covers
+every byte before it.  All integers are little-endian.
+"""
+
+from __future__ import annotations
+
+import io
+import struct
+import zlib
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any, BinaryIO
+
+import msgpack
+
+from pykvs import radix
+from pykvs.state.errors import StateError
+from pykvs.state.sessions import LockDelays, Session, SessionError
+from pykvs.state.store import TABLES, StateSnapshot, StateStore
+from pykvs.state.txn import TXN_VERBS, TxnOp, WriteTxn
+
+COMMAND_VERSION = 1
+KV_VERBS = ("set", "cas", "lock", "unlock", "delete", "delete-cas", "delete-tree")
+
+SNAPSHOT_MAGIC = b"PYKVSNAP"
+SNAPSHOT_FORMAT = 1
+_TAG_END = 0
+_TAG_META = 1
+_TABLE_TAGS = {name: 10 + i for i, name in enumerate(TABLES)}
+_TAG_TABLES = {tag: name for name, tag in _TABLE_TAGS.items()}
+_U32 = struct.Struct("<I")
+_FRAME = struct.Struct("<BI")
+_RECORD = struct.Struct("<IIQ")
+_PAGE_RECORDS = 8192  # records per table frame
+_MAX_FRAME = 1 << 31  # refuse absurd lengths before allocating
+
+
+class ApplyError(Exception):
+    """A log entry the FSM could not apply (undecodable, unknown type, bad fields)."""
+
+
+class SnapshotError(ValueError):
+    """A snapshot stream that is corrupt, truncated or of an unknown format."""
+
+
+# --------------------------------------------------------------------------- command builders
+def _command(kind: str, fields: dict[str, Any], ignorable: bool = False) -> bytes:
+    body = {"v": COMMAND_VERSION, "t": kind, **fields}
+    if ignorable:
+        body["ignore"] = True
+    return msgpack.packb(body, use_bin_type=True)
+
+
+def kv_command(
+    op: str,
+    key: bytes,
+    value: bytes = b"",
+    flags: int = 0,
+    index: int = 0,
+    session: str | None = None,
+    ts: int = 0,
+) -> bytes:
+    """Encode a single-verb KV command (``index`` is the CAS index)."""
+    if op not in KV_VERBS:
+        raise ValueError(f"op must be one of {KV_VERBS}, got {op!r}")
+    return _command(
+        "kv",
+        {
+            "op": op,
+            "key": key,
+            "value": value,
+            "flags": flags,
+            "index": index,
+            "session": session,
+            "ts": ts,
+        },
+    )
+
+
+def txn_command(ops: Iterable[TxnOp], ts: int = 0) -> bytes:
+    wire = [[op.verb, op.key, op.value, op.flags, op.index, op.session] for op in ops]
+    return _command("txn", {"ops": wire, "ts": ts})
+
+
+def session_create_command(session: Session, ts: int = 0) -> bytes:
+    return _command(
+        "session",
+        {
+            "op": "create",
+            "id": session.id,
+            "node": session.node,
+            "name": session.name,
+            "lock_delay": session.lock_delay,
+            "behavior": session.behavior,
+            "ttl": session.ttl,
+            "ts": ts,
+        },
+    )
+
+
+def session_destroy_command(session_id: str, ts: int = 0) -> bytes:
+    return _command("session", {"op": "destroy", "id": session_id, "ts": ts})
+
+
+def reap_command(upto_index: int) -> bytes:
+    """Remove tombstones whose delete index is <= ``upto_index``."""
+    return _command("reap", {"upto": upto_index})
+
+
+# ------------------------------------------------------------------------------ applying
+def _apply_kv(txn: WriteTxn, idx: int, cmd: dict) -> Any:
+    op, key = cmd["op"], bytes(cmd["key"])
+    value, flags = bytes(cmd.get("value", b"")), int(cmd.get("flags", 0))
+    if not key and op != "delete-tree":
+        return StateError("Must provide key")
+    if op == "set":
+        txn.kv_set(idx, key, value, flags)
+        return True
+    if op == "cas":
+        return txn.kv_cas(idx, key, value, flags, int(cmd.get("index", 0))) is not None
+    if op == "lock":
+        if txn.lock_delays.blocks(key, int(cmd.get("ts", 0))):
+            return False  # Consul answers false, not an error, during lock-delay
+        return txn.kv_lock(idx, key, value, flags, cmd.get("session")) is not None
+    if op == "unlock":
+        return txn.kv_unlock(idx, key, value, flags, cmd.get("session")) is not None
+    if op == "delete":
+        txn.kv_delete(idx, key)
+        return True
+    if op == "delete-cas":
+        return txn.kv_delete_cas(idx, key, int(cmd.get("index", 0)))
+    if op == "delete-tree":
+        txn.kv_delete_tree(idx, key)
+        return True
+    return ApplyError(f"Invalid KVS operation '{op}'")
+
+
+def _apply_txn(txn: WriteTxn, idx: int, cmd: dict) -> Any:
+    ops = []
+    for wire in cmd["ops"]:
+        verb, key, value, flags, cas_index, session = wire
+        ops.append(TxnOp(verb, bytes(key), bytes(value), int(flags), int(cas_index), session))
+    return txn.txn(idx, ops, int(cmd.get("ts", 0)))
+
+
+def _apply_session(txn: WriteTxn, idx: int, cmd: dict) -> Any:
+    op = cmd["op"]
+    if op == "create":
+        session = Session(
+            str(cmd["id"]),
+            str(cmd.get("node", "")),
+            str(cmd.get("name", "")),
+            int(cmd.get("lock_delay", 0)),
+            str(cmd.get("behavior", "")),
+            str(cmd.get("ttl", "")),
+        )
+        return txn.session_create(idx, session)
+    if op == "destroy":
+        session_id = str(cmd["id"])
+        if not session_id:
+            return SessionError("Must provide ID")
+        txn.session_destroy(idx, session_id, int(cmd.get("ts", 0)))
+        return True
+    return ApplyError(f"Invalid session operation '{op}'")
+
+
+def _apply_reap(txn: WriteTxn, idx: int, cmd: dict) -> Any:
+    txn.reap_tombstones(int(cmd["upto"]))
+    return True
+
+
+_HANDLERS = {"kv": _apply_kv, "txn": _apply_txn, "session": _apply_session, "reap": _apply_reap}
+
+
+def _dispatch(txn: WriteTxn, idx: int, data: bytes) -> Any:
+    try:
+        cmd = msgpack.unpackb(data)
+    except Exception as exc:  # msgpack raises several unrelated types for bad input
+        return ApplyError(f"log entry {idx}: not a msgpack command: {exc}")
+    if not isinstance(cmd, dict):
+        return ApplyError(f"log entry {idx}: a command must be a msgpack map")
+    version, kind = cmd.get("v"), cmd.get("t")
+    handler = _HANDLERS.get(kind)  # type: ignore[arg-type]
+    if handler is None or version != COMMAND_VERSION:
+        if cmd.get("ignore"):
+            return None
+        if handler is None:
+            return ApplyError(f"log entry {idx}: unknown command type {kind!r}")
+        return ApplyError(f"log entry {idx}: unsupported {kind} command version {version!r}")
+    try:
+        return handler(txn, idx, cmd)
+    except (StateError, SessionError) as exc:
+        return exc
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        # Handlers read every field before writing, so a malformed command changes nothing.
+        return ApplyError(f"log entry {idx}: malformed {kind} command: {exc!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotHeader:
+    format: int
+    index: int
+    term: int
+
+
+class FSMSnapshot:
+    """A point-in-time copy of the state, taken in O(1); stream it while writes continue."""
+
+    def __init__(self, version: StateSnapshot, lock_delays: LockDelays, term: int) -> None:
+        self.version = version
+        self.index = version.index
+        self.term = term
+        # The writer replaces entries of the delay dict, so copy it now (it is small).
+        self._delays = (lock_delays.items(), lock_delays.prune_at)
+
+    def chunks(self) -> Iterator[bytes]:
+        """The snapshot stream, in pieces of at most a few hundred KB."""
+        crc = 0
+        for piece in self._pieces():
+            crc = zlib.crc32(piece, crc)
+            yield piece
+        yield _U32.pack(crc)
+
+    def write_to(self, out: BinaryIO) -> int:
+        """Write the whole stream to ``out``; returns the number of bytes written."""
+        written = 0
+        for chunk in self.chunks():
+            out.write(chunk)
+            written += len(chunk)
+        return written
+
+    def to_bytes(self) -> bytes:
+        return b"".join(self.chunks())
+
+    def _pieces(self) -> Iterator[bytes]:
+        header = msgpack.packb({"format": SNAPSHOT_FORMAT, "index": self.index, "term": self.term})
+        yield SNAPSHOT_MAGIC + _U32.pack(len(header)) + header
+        version = self.version
+        meta = {
+            "kvs_index": version.kvs_index,
+            "tombstones_index": version.tombstones_index,
+            "sessions_index": version.sessions_index,
+            "lock_delays": [[k, t] for k, t in self._delays[0]],
+            "lock_delays_prune_at": self._delays[1],
+        }
+        yield _frame(_TAG_META, msgpack.packb(meta, use_bin_type=True))
+        counts = {}
+        for name in TABLES:
+            tree = getattr(version, name)
+            counts[name] = len(tree)
+            for page in _table_pages(tree):
+                yield _frame(_TABLE_TAGS[name], page)
+        yield _frame(_TAG_END, msgpack.packb(counts))
+
+
+def _frame(tag: int, payload: bytes) -> bytes:
+    return _FRAME.pack(tag, len(payload)) + payload
+
+
+def _table_pages(tree: Any) -> Iterator[bytes]:
+    """The tree's records in key order, as packed-listing pages of a bounded size."""
+    lower = b""
+    unpack = _RECORD.unpack_from
+    header = _RECORD.size
+    while True:
+        page = tree.seek_packed(lower, _PAGE_RECORDS)
+        if not page:
+            return
+        yield page
+        # Walk the record headers to the last key: the next page starts just after it.
+        offset = last = count = 0
+        while offset < len(page):
+            klen, vlen, _ = unpack(page, offset)
+            last = offset
+            offset += header + klen + vlen
+            count += 1
+        if count < _PAGE_RECORDS:
+            return
+        (klen, _, _) = unpack(page, last)
+        lower = page[last + header : last + header + klen] + b"\x00"
+
+
+class _Reader:
+    """Reads a snapshot stream, tracking the CRC of what it consumed."""
+
+    def __init__(self, stream: BinaryIO) -> None:
+        self.stream = stream
+        self.crc = 0
+
+    def take(self, n: int, what: str) -> bytes:
+        data = self.stream.read(n)
+        if len(data) != n:
+            raise SnapshotError(
+                f"snapshot truncated: expected {n} bytes of {what}, got {len(data)}"
+            )
+        self.crc = zlib.crc32(data, self.crc)
+        return data
+
+
+def _load_records(txn: Any, page: bytes, table: str) -> int:
+    """Insert a packed-listing page into a tree transaction; returns the record count."""
+    offset, end, count = 0, len(page), 0
+    unpack, insert = _RECORD.unpack_from, txn.insert
+    header = _RECORD.size
+    while offset < end:
+        if end - offset < header:
+            raise SnapshotError(f"snapshot table {table}: record header cut at byte {offset}")
+        klen, vlen, index = unpack(page, offset)
+        start = offset + header
+        offset = start + klen + vlen
+        if offset > end:
+            raise SnapshotError(f"snapshot table {table}: record body runs past its frame")
+        insert(page[start : start + klen], page[start + klen : offset], index)
+        count += 1
+    return count
+
+
+def read_snapshot(stream: BinaryIO | bytes) -> tuple[SnapshotHeader, StateSnapshot, LockDelays]:
+    """Parse and verify a snapshot stream into a new, unpublished state."""
+    if isinstance(stream, bytes | bytearray | memoryview):
+        stream = io.BytesIO(bytes(stream))
+    try:
+        return _read_snapshot(stream)
+    except SnapshotError:
+        raise
+    except Exception as exc:  # a corrupt frame may fail anywhere while decoding
+        raise SnapshotError(f"snapshot is corrupt: {exc!r}") from None
+
+
+def _read_snapshot(stream: BinaryIO) -> tuple[SnapshotHeader, StateSnapshot, LockDelays]:
+    reader = _Reader(stream)
+    if reader.take(len(SNAPSHOT_MAGIC), "magic") != SNAPSHOT_MAGIC:
+        raise SnapshotError("not a pykvs snapshot (bad magic)")
+    (header_len,) = _U32.unpack(reader.take(4, "header length"))
+    if header_len > 1 << 20:
+        raise SnapshotError(f"snapshot header length {header_len} is implausible")
+    header = msgpack.unpackb(reader.take(header_len, "header"))
+    parsed = SnapshotHeader(int(header["format"]), int(header["index"]), int(header["term"]))
+    if parsed.format != SNAPSHOT_FORMAT:
+        raise SnapshotError(f"snapshot format {parsed.format} is not supported")
+    txns = {name: radix.Tree().txn() for name in TABLES}
+    loaded = dict.fromkeys(TABLES, 0)
+    meta = None
+    while True:
+        tag, length = _FRAME.unpack(reader.take(_FRAME.size, "frame header"))
+        if length > _MAX_FRAME:
+            raise SnapshotError(f"snapshot frame length {length} is implausible")
+        payload = reader.take(length, "frame")
+        if tag == _TAG_END:
+            counts = msgpack.unpackb(payload)
+            break
+        if tag == _TAG_META:
+            meta = msgpack.unpackb(payload)
+        elif tag in _TAG_TABLES:
+            name = _TAG_TABLES[tag]
+            loaded[name] += _load_records(txns[name], payload, name)
+        else:
+            raise SnapshotError(f"snapshot has an unknown frame tag {tag}")
+    expected_crc = reader.crc
+    trailer = stream.read(4)
+    if len(trailer) != 4:
+        raise SnapshotError("snapshot truncated: the checksum is missing")
+    if _U32.unpack(trailer)[0] != expected_crc:
+        raise SnapshotError("snapshot checksum mismatch: the stream is corrupt")
+    if stream.read(1):
+        raise SnapshotError("snapshot has bytes after its checksum")
+    if meta is None:
+        raise SnapshotError("snapshot has no meta frame")
+    if counts != loaded:
+        raise SnapshotError(f"snapshot record counts {loaded} differ from its trailer {counts}")
+    trees = {name: txn.commit()[0] for name, txn in txns.items()}
+    version = StateSnapshot.from_tables(
+        trees,
+        int(meta["kvs_index"]),
+        int(meta["tombstones_index"]),
+        int(meta["sessions_index"]),
+        parsed.index,
+    )
+    delays = LockDelays(
+        {bytes(k): int(t) for k, t in meta["lock_delays"]}, int(meta["lock_delays_prune_at"])
+    )
+    return parsed, version, delays
+
+
+class FSM:
+    """Applies committed entries, in log order, to its state store (the only writer)."""
+
+    def __init__(self, store: StateStore | None = None) -> None:
+        self.store = store if store is not None else StateStore()
+
+    @property
+    def last_applied(self) -> int:
+        return self.store.index
+
+    def _check_index(self, index: int) -> None:
+        if index <= self.store.index:
+            raise ValueError(
+                f"index {index} must be above the last applied index {self.store.index}"
+            )
+
+    def apply(self, index: int, data: bytes) -> Any:
+        """Apply one committed entry at log ``index``; returns the writer's result."""
+        self._check_index(index)
+        txn = self.store.begin()
+        result = _dispatch(txn, index, data)
+        self.store.commit(txn, index)
+        return result
+
+    def apply_batch(self, entries: Iterable[tuple[int, bytes]]) -> list[Any]:
+        """Apply consecutive entries with one tree commit and one wake-up round.
+
+        Results are exactly those of applying them one at a time: each entry sees the writes
+        of the entries before it, and a transaction that fails leaves no trace.
+        """
+        txn = self.store.begin()
+        results = []
+        last = self.store.index
+        for index, data in entries:
+            if index <= last:
+                raise ValueError(f"index {index} must be above the previous index {last}")
+            results.append(_dispatch(txn, index, data))
+            last = index
+        if results:
+            self.store.commit(txn, last)
+        return results
+
+    def snapshot(self, term: int = 0) -> FSMSnapshot:
+        """A point-in-time snapshot (O(1)); stream it with chunks() or write_to()."""
+        return FSMSnapshot(self.store.snapshot(), self.store.lock_delays, term)
+
+    def restore(self, stream: BinaryIO | bytes) -> SnapshotHeader:
+        """Replace the state with a snapshot; a bad stream raises SnapshotError, state intact."""
+        header, version, delays = read_snapshot(stream)
+        self.store.replace(version, delays)
+        return header
+
+
+__all__ = [
+    "COMMAND_VERSION",
+    "FSM",
+    "KV_VERBS",
+    "TXN_VERBS",
+    "ApplyError",
+    "FSMSnapshot",
+    "SnapshotError",
+    "SnapshotHeader",
+    "kv_command",
+    "read_snapshot",
+    "reap_command",
+    "session_create_command",
+    "session_destroy_command",
+    "txn_command",
+]
