@@ -23,7 +23,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from pykvs.raft.core import CoreConfig, NotLeaderError, RaftCore, Ready, Role
+from pykvs.raft.core import (
+    ConfigChange,
+    ConfigChangeError,
+    ConfigChangeKind,
+    CoreConfig,
+    NotLeaderError,
+    RaftCore,
+    Ready,
+    Role,
+)
 from pykvs.raft.interfaces import CompactedError, UnavailableError
 from pykvs.raft.memstore import MemLogStore, MemSnapshotStore
 from pykvs.raft.messages import Message, MessageKind
@@ -38,11 +47,15 @@ TICK = 10  # time units per Raft tick; message delays and disk delays are a few 
 # Fault events, and per profile the chance per tick of one and how often each is drawn.
 # "partitions" isolates leaders and leaves them be, so a deposed leader lingers next to a new one
 # (stale reads, lost writes); "crashes" kills leaders often (the "figure 8" histories).
-FAULT_ACTIONS = ["partition", "isolate", "block", "heal", "crash", "restart", "transfer"]
+# "membership" removes, adds back and promotes servers (one single-server change at a time).
+FAULT_ACTIONS = [
+    *("partition", "isolate", "block", "heal", "crash", "restart", "transfer", "membership")
+]
 FAULT_PROFILES: dict[str, tuple[float, list[int]]] = {
-    "mixed": (0.08, [3, 4, 1, 2, 2, 2, 1]),
-    "partitions": (0.04, [3, 6, 1, 1, 0, 0, 1]),
-    "crashes": (0.1, [1, 1, 0, 1, 5, 5, 1]),
+    "mixed": (0.08, [3, 4, 1, 2, 2, 2, 1, 1]),
+    "partitions": (0.04, [3, 6, 1, 1, 0, 0, 1, 0]),
+    "crashes": (0.1, [1, 1, 0, 1, 5, 5, 1, 0]),
+    "membership": (0.1, [1, 2, 0, 2, 2, 2, 1, 6]),
 }
 
 
@@ -158,6 +171,7 @@ class SimStats:
     crashes: int = 0
     partitions: int = 0
     transfers: int = 0
+    membership_changes: int = 0
     snapshots_taken: int = 0
     snapshots_installed: int = 0
     lost_unpersisted_readies: int = 0
@@ -641,14 +655,44 @@ class Cluster:
             self.crash(leader.id if leader and rng.random() < 0.5 else rng.choice(alive))
         elif action == "restart" and dead:
             self.start(rng.choice(dead))
+        elif action == "membership":
+            self.change_membership()
         elif action == "transfer":
             leader = self.leader()
             if leader is not None and leader.core is not None:
-                target = rng.choice([i for i in self.ids if i != leader.id])
-                leader.core.transfer_leadership(target)
+                voters = [i for i in sorted(leader.core.configuration.voters) if i != leader.id]
+                if not voters:
+                    return
+                leader.core.transfer_leadership(rng.choice(voters))
                 self.stats.transfers += 1
                 self.observe(leader)
         self.note("fault", action)
+
+    def change_membership(self) -> None:
+        """One single-server change at the leader: bring back a missing server (as a learner
+        or straight as a voter), promote a learner, or remove a member (the leader too)."""
+        leader = self.leader()
+        if leader is None or leader.core is None:
+            return
+        rng, conf = self.rng, leader.core.configuration
+        missing = [i for i in self.ids if i not in conf.voters and i not in conf.learners]
+        if missing and rng.random() < 0.6:
+            kind = rng.choice([ConfigChangeKind.ADD_LEARNER, ConfigChangeKind.ADD_VOTER])
+            change = ConfigChange(kind, rng.choice(missing), "sim://")
+        elif conf.learners and rng.random() < 0.7:
+            change = ConfigChange(ConfigChangeKind.PROMOTE, rng.choice(sorted(conf.learners)))
+        elif len(conf.voters) > 2:
+            members = sorted([*conf.voters, *conf.learners])
+            change = ConfigChange(ConfigChangeKind.REMOVE, rng.choice(members))
+        else:
+            return
+        try:
+            leader.core.propose_config(change)
+        except (ConfigChangeError, NotLeaderError):
+            return  # another change is still pending, or the leader's first entry is not in
+        self.stats.membership_changes += 1
+        self.note("membership", change)
+        self.observe(leader)
 
     # --- the main loop -----------------------------------------------------------------------
 
@@ -725,7 +769,10 @@ class Cluster:
         )
 
     def catch_up(self, probe_node: SimNode, index: int) -> None:
-        nodes = list(self.nodes.values())
+        """Every member then applies the probe (a removed server is not expected to)."""
+        assert probe_node.core is not None
+        conf = probe_node.core.configuration
+        nodes = [n for n in self.nodes.values() if n.id in conf.voters or n.id in conf.learners]
         if not self.run_until(
             lambda: all(n.fsm.applied >= index for n in nodes),
             self.config.catch_up_ticks,
