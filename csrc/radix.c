@@ -11,10 +11,14 @@
  *   +------+------+---+-----+-------+-----------+-------+------+
  *   | refs | plen | n | cap | watch | max_index | count | leaf |   48 bytes
  *   +------+------+---+-----+-------+-----------+-------+------+
- *   | child[cap]: pointers, a leaf tagged with the low bit       |   8 * cap
  *   | keys[cap]:  the byte leading to each child, sorted          |   cap
  *   | prefix[plen]: the compressed path below the parent's byte   |   plen
+ *   | (padding to 8 bytes)                                        |
+ *   | kids[cap]: pointers, a leaf tagged with the low bit         |   8 * cap
  *   +------------------------------------------------------------+
+ *
+ * A lookup reads the header, the prefix and the key bytes (together, in the
+ * first cache line or two), then one child pointer.
  *
  * The key of everything under a node starts with the node's path: the
  * parents' paths, each followed by the byte leading down, then this node's
@@ -65,7 +69,7 @@ struct radix_node {
     uint64_t max_index;
     uint64_t count;
     radix_leaf *leaf;
-    radix_node *child[]; /* cap pointers, then cap key bytes, then plen prefix bytes */
+    uchar tail[]; /* keys[cap], prefix[plen], padding, kids[cap] */
 };
 
 #define IS_LEAF(p) (((uintptr_t)(p)) & 1u)
@@ -225,12 +229,16 @@ static void leaf_incref(radix_leaf *l) { atomic_fetch_add_explicit(&l->refs, 1, 
 /* ------------------------------------------------------------------------ */
 /* Nodes.                                                                   */
 
-static uchar *node_keys(const radix_node *n) { return (uchar *)(n->child + n->cap); }
-static uchar *node_prefix(const radix_node *n) { return node_keys(n) + n->cap; }
+static size_t round8(size_t n) { return (n + 7) & ~(size_t)7; }
+static uchar *node_keys(const radix_node *n) { return (uchar *)n->tail; }
+static uchar *node_prefix(const radix_node *n) { return (uchar *)n->tail + n->cap; }
+
+/* The child pointers, after the key bytes and the prefix. */
+#define KIDS(n) ((radix_node **)((n)->tail + round8((size_t)(n)->cap + (n)->plen)))
 
 static size_t node_bytes(unsigned cap, size_t plen)
 {
-    return sizeof(radix_node) + cap * (sizeof(radix_node *) + 1) + plen;
+    return sizeof(radix_node) + round8(cap + plen) + cap * sizeof(radix_node *);
 }
 
 static size_t node_size(const radix_node *n) { return node_bytes(n->cap, n->plen); }
@@ -290,7 +298,7 @@ static void node_decref(radix_node *n)
     if (atomic_fetch_sub_explicit(&n->refs, 1, memory_order_acq_rel) != 1)
         return;
     for (unsigned i = 0; i < n->n; i++)
-        child_decref(n->child[i]);
+        child_decref(KIDS(n)[i]);
     if (n->leaf)
         leaf_decref(n->leaf);
     rfree(n, node_size(n));
@@ -315,7 +323,7 @@ static void node_fix_max(radix_node *n)
 {
     uint64_t m = n->leaf ? n->leaf->index : 0;
     for (unsigned i = 0; i < n->n; i++) {
-        uint64_t c = child_max(n->child[i]);
+        uint64_t c = child_max(KIDS(n)[i]);
         if (c > m)
             m = c;
     }
@@ -337,8 +345,8 @@ static radix_node *node_clone(const radix_node *n, unsigned cap, parts prefix)
     if (m->leaf)
         leaf_incref(m->leaf);
     for (unsigned i = 0; i < n->n; i++) {
-        m->child[i] = n->child[i];
-        child_incref(m->child[i]);
+        KIDS(m)[i] = KIDS(n)[i];
+        child_incref(KIDS(m)[i]);
     }
     copy(node_keys(m), node_keys(n), n->n);
     uchar *p = node_prefix(m);
@@ -353,9 +361,9 @@ static radix_node *node_clone(const radix_node *n, unsigned cap, parts prefix)
 static void node_insert_child(radix_node *n, unsigned at, uchar b, radix_node *c)
 {
     uchar *k = node_keys(n);
-    memmove(n->child + at + 1, n->child + at, (n->n - at) * sizeof(radix_node *));
+    memmove(KIDS(n) + at + 1, KIDS(n) + at, (n->n - at) * sizeof(radix_node *));
     memmove(k + at + 1, k + at, n->n - at);
-    n->child[at] = c;
+    KIDS(n)[at] = c;
     k[at] = b;
     n->n++;
 }
@@ -363,7 +371,7 @@ static void node_insert_child(radix_node *n, unsigned at, uchar b, radix_node *c
 static void node_remove_child(radix_node *n, unsigned at)
 {
     uchar *k = node_keys(n);
-    memmove(n->child + at, n->child + at + 1, (n->n - at - 1) * sizeof(radix_node *));
+    memmove(KIDS(n) + at, KIDS(n) + at + 1, (n->n - at - 1) * sizeof(radix_node *));
     memmove(k + at, k + at + 1, n->n - at - 1);
     n->n--;
 }
@@ -406,7 +414,7 @@ static radix_node *locate(const radix_node *t, const uchar *p, size_t plen,
         int i = node_find(n, p[d]);
         if (i < 0)
             return NULL;
-        radix_node *c = n->child[i];
+        radix_node *c = KIDS(n)[i];
         if (IS_LEAF(c)) {
             size_t slen;
             const uchar *s = leaf_suffix(AS_LEAF(c), &slen);
@@ -435,7 +443,7 @@ static radix_leaf *lookup(const radix_node *t, const uchar *key, size_t klen,
         int i = node_find(n, key[d]);
         if (i < 0)
             return NULL;
-        radix_node *c = n->child[i];
+        radix_node *c = KIDS(n)[i];
         if (IS_LEAF(c)) {
             size_t slen;
             const uchar *s = leaf_suffix(AS_LEAF(c), &slen);
@@ -711,7 +719,7 @@ static void scan_node(scan_t *s, const radix_node *n, size_t old, int seeking)
     for (; i < n->n && !s->stop; i++) {
         s->len = here;
         int child_seeking = seeking && here < s->llen && keys[i] == s->lower[here];
-        radix_node *c = n->child[i];
+        radix_node *c = KIDS(n)[i];
         if (!IS_LEAF(c)) {
             if (path_append(s, &keys[i], 1) == 0)
                 scan_node(s, c, here, child_seeking);
@@ -991,7 +999,7 @@ static int ins(radix_txn *x, radix_node **slot, size_t depth, ins_t *in)
         note_index(n, in->index);
         return 0;
     }
-    radix_node *c = n->child[i];
+    radix_node *c = KIDS(n)[i];
     if (IS_LEAF(c)) {
         radix_leaf *old = AS_LEAF(c);
         size_t slen;
@@ -1009,7 +1017,7 @@ static int ins(radix_txn *x, radix_node **slot, size_t depth, ins_t *in)
             child_decref(repl);
             return -1;
         }
-        n->child[i] = repl;
+        KIDS(n)[i] = repl;
         if (IS_LEAF(repl)) { /* replaced the entry */
             in->old_index = old->index;
             fire(x, old->watch);
@@ -1025,14 +1033,14 @@ static int ins(radix_txn *x, radix_node **slot, size_t depth, ins_t *in)
     }
     if (!(n = own(x, slot, 0)))
         return -1;
-    uint64_t old_max = n->child[i]->max_index;
-    if (ins(x, &n->child[i], d + 1, in) < 0)
+    uint64_t old_max = KIDS(n)[i]->max_index;
+    if (ins(x, &KIDS(n)[i], d + 1, in) < 0)
         return -1;
     if (in->added) {
         n->count++;
         note_index(n, in->index);
     } else {
-        fix_after(n, old_max, n->child[i]->max_index);
+        fix_after(n, old_max, KIDS(n)[i]->max_index);
     }
     return 0;
 }
@@ -1061,7 +1069,7 @@ static void normalize(radix_txn *x, radix_node **slot)
     if (n->count == 0) {
         repl = NULL;
     } else if (!n->leaf && n->n == 1) {
-        radix_node *c = n->child[0];
+        radix_node *c = KIDS(n)[0];
         pre.mid = node_keys(n)[0];
         if (IS_LEAF(c)) {
             size_t slen;
@@ -1097,7 +1105,7 @@ static void normalize(radix_txn *x, radix_node **slot)
  * n, firing the leaf. */
 static void drop_child(radix_txn *x, radix_node *n, unsigned i)
 {
-    radix_node *c = n->child[i];
+    radix_node *c = KIDS(n)[i];
     node_remove_child(n, i);
     if (IS_LEAF(c))
         fire(x, AS_LEAF(c)->watch);
@@ -1119,13 +1127,13 @@ static int del(radix_txn *x, radix_node **slot, size_t depth, const uchar *key, 
         n->leaf = NULL;
     } else {
         int i = node_find(n, key[d]);
-        if (IS_LEAF(n->child[i])) {
-            *gone = AS_LEAF(n->child[i])->index;
+        if (IS_LEAF(KIDS(n)[i])) {
+            *gone = AS_LEAF(KIDS(n)[i])->index;
             drop_child(x, n, (unsigned)i);
         } else {
-            if (del(x, &n->child[i], d + 1, key, klen, gone, 0) < 0)
+            if (del(x, &KIDS(n)[i], d + 1, key, klen, gone, 0) < 0)
                 return -1;
-            if (!n->child[i])
+            if (!KIDS(n)[i])
                 node_remove_child(n, (unsigned)i);
         }
     }
@@ -1168,7 +1176,7 @@ static size_t walk_ids(radix_txn *x, const radix_node *c, int do_fire)
             fire(x, c->leaf->watch);
     }
     for (unsigned i = 0; i < c->n; i++)
-        k += walk_ids(x, c->child[i], do_fire);
+        k += walk_ids(x, KIDS(c)[i], do_fire);
     return k;
 }
 
@@ -1182,15 +1190,15 @@ static int delp(radix_txn *x, radix_node **slot, size_t depth, const uchar *p, s
         return -1;
     size_t d = depth + n->plen;
     int i = node_find(n, p[d]);
-    radix_node *c = n->child[i];
+    radix_node *c = KIDS(n)[i];
     if (c == target) {
         walk_ids(x, c, 1);
         node_remove_child(n, (unsigned)i);
         child_decref(c);
     } else {
-        if (delp(x, &n->child[i], d + 1, p, plen, target, removed, tmax, 0) < 0)
+        if (delp(x, &KIDS(n)[i], d + 1, p, plen, target, removed, tmax, 0) < 0)
             return -1;
-        if (!n->child[i])
+        if (!KIDS(n)[i])
             node_remove_child(n, (unsigned)i);
     }
     n->count -= removed;
@@ -1234,8 +1242,8 @@ uint64_t radix_node_count(const radix_node *t)
 {
     uint64_t k = 1;
     for (unsigned i = 0; i < t->n; i++)
-        if (!IS_LEAF(t->child[i]))
-            k += radix_node_count(t->child[i]);
+        if (!IS_LEAF(KIDS(t)[i]))
+            k += radix_node_count(KIDS(t)[i]);
     return k;
 }
 
@@ -1246,7 +1254,7 @@ static int check_node(const radix_node *n, int is_root)
     uint64_t count = n->leaf != NULL, max = n->leaf ? n->leaf->index : 0;
     const uchar *k = node_keys(n);
     for (unsigned i = 0; i < n->n; i++) {
-        const radix_node *c = n->child[i];
+        const radix_node *c = KIDS(n)[i];
         if (!c || (i > 0 && k[i - 1] >= k[i]))
             return 1;
         if (IS_LEAF(c)) {
