@@ -222,7 +222,7 @@ class AsyncKV:
 
     # ------------------------------------------------------------------------------ Txn
     @staticmethod
-    def _txn_ops(ops: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    def _txn_ops(ops: Sequence[Mapping[str, Any]]) -> builtins.list[dict[str, Any]]:
         """Accept Consul's ``{"KV": {...}}`` ops or their inner KV maps."""
         wire = []
         for position, op in enumerate(ops):

@@ -350,7 +350,7 @@ class Endpoints:
         forwarded, reply = await self.server.forward_dc_only("Status.Peers", args)
         if forwarded:
             return reply
-        return sorted(self.server.node.configuration().voters.values())
+        return sorted(self.server.require_node().configuration().voters.values())
 
     async def status_ping(self, args: dict[str, Any]) -> bool:
         return True

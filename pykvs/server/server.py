@@ -39,7 +39,7 @@ import logging
 import os
 import random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -233,7 +233,7 @@ class Server:
         self._node_ready.set()
         self._spawn(self._watch_leadership(), "leadership watch")
 
-    def _spawn(self, coro: Awaitable[None], name: str) -> None:
+    def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
         task = asyncio.get_running_loop().create_task(coro, name=f"{self.config.node_name} {name}")
         self._tasks.append(task)
 
@@ -272,7 +272,8 @@ class Server:
         async def no_leader(args: dict[str, Any]) -> Any:
             raise RPCError(NO_LEADER)
 
-        handlers = {name: no_leader for name in self.handlers}
+        handlers: dict[str, Callable[[dict[str, Any]], Awaitable[Any]]] = {
+            name: no_leader for name in self.handlers}
         handlers["Internal.Join"] = self._internal_join
         handlers["Status.Ping"] = self.handlers["Status.Ping"]
         return handlers
@@ -575,7 +576,7 @@ class Server:
                              f"{self.config.max_value_size}")
 
     # ----------------------------------------------------------------- status, operator
-    def _require_node(self) -> RaftNode:
+    def require_node(self) -> RaftNode:
         if self.node is None:
             raise RPCError(NO_LEADER)
         return self.node
@@ -592,7 +593,7 @@ class Server:
         return node.configuration().all_servers().get(leader, "")
 
     def raft_configuration(self) -> dict[str, Any]:
-        node = self._require_node()
+        node = self.require_node()
         conf: Configuration = node.configuration()
         leader = node.leader()
         servers = [
@@ -603,7 +604,7 @@ class Server:
         return {"Servers": servers, "Index": node.applied_index}
 
     async def remove_peer(self, server_id: str, address: str) -> dict[str, Any]:
-        node = self._require_node()
+        node = self.require_node()
         members = node.configuration().all_servers()
         if not server_id:
             if not address:
@@ -618,7 +619,7 @@ class Server:
         return {}
 
     async def transfer_leader(self, server_id: str | None) -> dict[str, Any]:
-        node = self._require_node()
+        node = self.require_node()
         if server_id is not None and server_id not in node.configuration().voters:
             raise RPCError(f"cannot transfer leadership to {server_id!r}: not a voter")
         await _on_leader(node.transfer_leadership(server_id), "transfer leadership")
