@@ -55,6 +55,7 @@ from pykvs.raft.core import (
 )
 from pykvs.raft.interfaces import LogStore, SnapshotStore
 from pykvs.raft.messages import Message, MessageKind
+from pykvs.raft.progress import ProgressState
 from pykvs.raft.transport import TCPTransport, split_address
 from pykvs.raft.types import Configuration, Entry, EntryType, SnapshotMeta
 
@@ -831,6 +832,12 @@ class RaftNode:
             self.counters["snapshots_sent"] += 1
             log.info("%s: sent snapshot at index %d to %s (%d chunks)", self.id, meta.index,
                      peer, seq)
+            # Let the follower's answer move its progress on; reporting at once would let a
+            # heartbeat answer that overtakes it start a second transfer of the same snapshot.
+            with contextlib.suppress(RaftError):
+                await self._wait_for(lambda: self._snapshot_landed(peer),
+                                     2 * self.config.election_timeout,
+                                     f"{peer} to install snapshot {meta.index}")
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -840,6 +847,10 @@ class RaftNode:
             if not self._closing and self._core is not None:
                 self._core.report_snapshot(peer, ok)
                 self._wake()
+
+    def _snapshot_landed(self, peer: str) -> bool:
+        progress = self._core.progress(peer) if self._core is not None else None
+        return progress is None or progress.state is not ProgressState.SNAPSHOT
 
     # -- snapshots: receiving (follower) -----------------------------------------------------
 

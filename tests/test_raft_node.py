@@ -1,0 +1,384 @@
+"""The asyncio Raft node (pykvs/raft/node.py): 1 and 3 servers in one event loop, over real TCP
+on 127.0.0.1, LMDB stores in temp dirs and the real FSM.
+
+Covers writes and their results, ReadIndex, barriers, leader failover, lost proposals failing
+rather than hanging, restart from a data directory, a new server catching up by snapshot,
+removal, and leadership transfer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pykvs.fsm import FSM, kv_command
+from pykvs.raft.node import (
+    LeadershipLostError,
+    NodeClosedError,
+    NodeConfig,
+    NotLeaderError,
+    ProposalDroppedError,
+    RaftNode,
+    RaftTimeoutError,
+)
+from pykvs.raft.storage import LMDBStorage
+
+TICK = 0.02  # seconds; election timeouts are 10..20 ticks
+RETRYABLE = (NotLeaderError, LeadershipLostError, ProposalDroppedError, RaftTimeoutError)
+
+
+def run(coro: Coroutine[Any, Any, Any]) -> Any:
+    """Run a scenario in a fresh loop, cancelled after 90 s so a hang fails instead."""
+
+    async def bounded() -> Any:
+        task = asyncio.current_task()
+        assert task is not None
+        deadline = asyncio.get_running_loop().call_later(90, task.cancel)
+        try:
+            return await coro
+        finally:
+            deadline.cancel()
+
+    return asyncio.run(bounded())
+
+
+async def until(pred: Callable[[], bool], what: str, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not pred():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.01)
+
+
+class Server:
+    """One server: its directory, storage, FSM and node; can be stopped and restarted."""
+
+    def __init__(self, root: Path, sid: str, **config: Any) -> None:
+        self.id = sid
+        self.dir = root / sid
+        self.config = {"tick_interval": TICK, "seed": hash(sid) & 0xFFFF, **config}
+        self.bind = "127.0.0.1:0"
+        self.storage: LMDBStorage | None = None
+        self.fsm = FSM()
+        self.node: RaftNode | None = None
+
+    async def start(self, peers: dict[str, str] | None = None, bootstrap: bool = False) -> None:
+        self.storage = LMDBStorage(self.dir)
+        self.fsm = FSM()
+        self.node = RaftNode(
+            NodeConfig(self.id, **self.config),
+            self.storage.log,
+            self.storage.snapshots,
+            self.fsm,
+            bind=self.bind,
+            peers=peers,
+            bootstrap=bootstrap,
+        )
+        await self.node.start()
+        self.bind = self.node.address  # a restart listens where the membership says we are
+
+    async def stop(self) -> None:
+        if self.node is not None:
+            await self.node.close()
+            self.node = None
+        if self.storage is not None:
+            self.storage.close()
+            self.storage = None
+
+    @property
+    def running(self) -> bool:
+        return self.node is not None
+
+    def value(self, key: bytes) -> bytes | None:
+        entry = self.fsm.store.kv_get(key)[1]
+        return None if entry is None else entry.value
+
+
+class Cluster:
+    def __init__(self, root: Path, **config: Any) -> None:
+        self.root = root
+        self.config = config
+        self.servers: dict[str, Server] = {}
+
+    async def found(self, n: int) -> None:
+        """n1 bootstraps alone; the others join through add_voter (all ports are ephemeral)."""
+        first = self.add_server("n1")
+        await first.start(bootstrap=True)
+        await until(lambda: self.leader() is first, "n1 to lead its one-server cluster")
+        for k in range(2, n + 1):
+            await self.join(f"n{k}")
+
+    def add_server(self, sid: str) -> Server:
+        server = self.servers[sid] = Server(self.root, sid, **self.config)
+        return server
+
+    async def join(self, sid: str, voter: bool = True) -> Server:
+        server = self.servers.get(sid) or self.add_server(sid)
+        peers = {s.id: s.bind for s in self.servers.values() if s.running}
+        await server.start(peers=peers)
+        await self.retry(lambda n: (n.add_voter if voter else n.add_learner)(sid, server.bind))
+        return server
+
+    def running(self) -> list[Server]:
+        return [s for s in self.servers.values() if s.running]
+
+    def leader(self) -> Server | None:
+        leaders = [s for s in self.running() if s.node is not None and s.node.is_leader()]
+        if not leaders:
+            return None
+        return max(leaders, key=lambda s: s.node.stats()["term"] if s.node else 0)
+
+    async def wait_leader(self, timeout: float = 15.0) -> Server:
+        await until(lambda: self.leader() is not None, "a leader", timeout)
+        leader = self.leader()
+        assert leader is not None
+        return leader
+
+    async def retry(
+        self, call: Callable[[RaftNode], Coroutine[Any, Any, Any]], timeout: float = 20.0
+    ) -> Any:
+        """Run ``call`` on the leader, retrying through elections."""
+        deadline = time.monotonic() + timeout
+        while True:
+            leader = await self.wait_leader(max(0.1, deadline - time.monotonic()))
+            assert leader.node is not None
+            try:
+                return await call(leader.node)
+            except RETRYABLE:
+                assert time.monotonic() < deadline, "no leader would take the call"
+                await asyncio.sleep(0.02)
+
+    async def put(self, key: bytes, value: bytes) -> None:
+        result = await self.retry(lambda n: n.apply(kv_command("set", key, value), timeout=5))
+        assert result is True
+
+    async def converged(
+        self,
+        expected: dict[bytes, bytes],
+        servers: list[Server] | None = None,
+        timeout: float = 15.0,
+    ) -> None:
+        targets = servers if servers is not None else self.running()
+
+        def done() -> bool:
+            return all(s.value(k) == v for s in targets for k, v in expected.items())
+
+        await until(done, "every server to hold every acknowledged write", timeout)
+
+    async def stop(self) -> None:
+        for server in self.servers.values():
+            await server.stop()
+
+
+@pytest.fixture
+def cluster_root(tmp_path: Path) -> Path:
+    return tmp_path
+
+
+def scenario(
+    tmp_path: Path, body: Callable[[Cluster], Coroutine[Any, Any, None]], **config: Any
+) -> None:
+    async def main() -> None:
+        cluster = Cluster(tmp_path, **config)
+        try:
+            await body(cluster)
+        finally:
+            await cluster.stop()
+
+    run(main())
+
+
+# -- one server ---------------------------------------------------------------------------------
+
+
+def test_single_server_writes_reads_and_restart(tmp_path: Path) -> None:
+    async def body(c: Cluster) -> None:
+        await c.found(1)
+        n1 = c.servers["n1"]
+        assert n1.node is not None
+        node = n1.node
+        assert await node.apply(kv_command("set", b"a", b"1")) is True
+        # The FSM's result comes back, failures included (as values: the entry is committed).
+        assert await node.apply(kv_command("cas", b"a", b"2", index=999)) is False
+        results = await asyncio.gather(
+            *(node.apply(kv_command("set", b"k%03d" % i, b"v%d" % i)) for i in range(200))
+        )
+        assert results == [True] * 200
+        read_at = await node.verify_leader()
+        assert read_at >= 203 and node.applied_index >= read_at
+        assert await node.barrier() >= read_at + 1
+        stats = node.stats()
+        assert stats["role"] == "leader" and stats["commit_index"] == stats["applied_index"]
+        # Concurrent proposals share durable writes (group commit).
+        assert stats["saves"] < 150
+        with pytest.raises(ValueError, match="empty"):
+            await node.apply(b"")
+
+        meta = await node.snapshot()
+        assert meta.index == node.applied_index and meta.size > 0
+        await node.apply(kv_command("set", b"after-snapshot", b"x"))
+        await n1.stop()
+        # Restart from the data directory: the snapshot, then the log after it.
+        await n1.start()
+        await c.wait_leader()
+        assert n1.node is not None
+        await n1.node.barrier()
+        assert n1.value(b"a") == b"1"
+        assert n1.value(b"k199") == b"v199"
+        assert n1.value(b"after-snapshot") == b"x"
+        assert n1.node.stats()["snapshot_index"] == meta.index
+
+    scenario(tmp_path, body, snapshot_threshold=100_000)
+
+
+def test_automatic_snapshot_compacts_the_log(tmp_path: Path) -> None:
+    async def body(c: Cluster) -> None:
+        await c.found(1)
+        node = c.servers["n1"].node
+        assert node is not None
+        for i in range(120):
+            await node.apply(kv_command("set", b"k%d" % i, b"v"))
+        await until(lambda: node.stats()["snapshots_taken"] >= 1, "an automatic snapshot")
+        stats = node.stats()
+        assert stats["snapshot_index"] >= 50
+        assert stats["first_log_index"] == stats["snapshot_index"] - 10 + 1
+
+    scenario(tmp_path, body, snapshot_threshold=50, trailing_entries=10)
+
+
+# -- three servers ------------------------------------------------------------------------------
+
+
+def test_three_servers_replicate_and_followers_redirect(tmp_path: Path) -> None:
+    async def body(c: Cluster) -> None:
+        await c.found(3)
+        leader = await c.wait_leader()
+        expected = {b"key%d" % i: b"val%d" % i for i in range(50)}
+        assert leader.node is not None
+        results = await asyncio.gather(
+            *(leader.node.apply(kv_command("set", k, v)) for k, v in expected.items())
+        )
+        assert all(r is True for r in results)
+        await c.converged(expected)
+        conf = leader.node.configuration()
+        assert sorted(conf.voters) == ["n1", "n2", "n3"]
+        follower = next(s for s in c.running() if s is not leader)
+        assert follower.node is not None
+        with pytest.raises(NotLeaderError) as info:
+            await follower.node.apply(kv_command("set", b"x", b"y"))
+        assert info.value.leader_hint == leader.id
+        # A follower's ReadIndex asks the leader and waits until it has applied that far.
+        index = await follower.node.read_index()
+        assert follower.node.applied_index >= index >= 50
+        with pytest.raises(NotLeaderError):
+            await follower.node.verify_leader()
+        assert follower.node.stats()["last_contact"] < 5
+
+    scenario(tmp_path, body)
+
+
+def test_leader_failover_and_restart_catch_up(tmp_path: Path) -> None:
+    async def body(c: Cluster) -> None:
+        await c.found(3)
+        expected: dict[bytes, bytes] = {}
+        for round_no in range(2):
+            old = await c.wait_leader()
+            for i in range(20):
+                key = b"r%d-%d" % (round_no, i)
+                await c.put(key, b"v")
+                expected[key] = b"v"
+            await old.stop()
+            new = await c.wait_leader()
+            assert new is not old
+            await c.put(b"after-failover-%d" % round_no, b"ok")
+            expected[b"after-failover-%d" % round_no] = b"ok"
+            await old.start()  # from its data directory, same address
+            await c.converged(expected)
+        assert all(s.node is not None and s.node.stats()["term"] >= 3 for s in c.running())
+
+    scenario(tmp_path, body)
+
+
+def test_lost_proposals_fail_instead_of_hanging(tmp_path: Path) -> None:
+    async def body(c: Cluster) -> None:
+        await c.found(3)
+        leader = await c.wait_leader()
+        assert leader.node is not None
+        for server in c.running():
+            if server is not leader:
+                await server.stop()
+        # Nothing can commit now; check-quorum makes the leader step down, failing the
+        # proposal with "outcome unknown" rather than leaving it waiting forever.
+        pending = asyncio.ensure_future(leader.node.apply(kv_command("set", b"lost", b"?")))
+        with pytest.raises(LeadershipLostError, match="outcome is unknown"):
+            await asyncio.wait_for(pending, 10)
+        assert not leader.node.is_leader()
+        with pytest.raises((NotLeaderError, RaftTimeoutError)):
+            await leader.node.read_index(timeout=0.5)
+        # Closing fails whatever still waits.
+        node = leader.node
+        await leader.stop()
+        with pytest.raises(NodeClosedError):
+            await node.apply(kv_command("set", b"closed", b"!"))
+
+    scenario(tmp_path, body)
+
+
+def test_new_server_catches_up_by_snapshot_then_is_removed(tmp_path: Path) -> None:
+    async def body(c: Cluster) -> None:
+        await c.found(3)
+        expected = {b"s%03d" % i: b"x" * 100 for i in range(150)}
+        for key, value in expected.items():
+            await c.put(key, value)
+        leader = await c.wait_leader()
+        assert leader.node is not None
+        meta = await leader.node.snapshot()
+        assert leader.node.stats()["first_log_index"] > 1  # entry 1 is gone: a snapshot it is
+        n4 = await c.join("n4")
+        assert n4.node is not None
+        await c.converged(expected, [n4])
+        assert n4.node.stats()["snapshots_installed"] >= 1
+        assert n4.node.stats()["snapshot_index"] >= meta.index
+        await c.put(b"after-join", b"1")
+        await c.converged({b"after-join": b"1"})
+        assert sorted(n4.node.configuration().voters) == ["n1", "n2", "n3", "n4"]
+
+        # Remove it again; the others carry on without it.
+        await c.retry(lambda n: n.remove_server("n4"))
+        await until(
+            lambda: "n4" not in (c.leader() or leader).node.configuration().all_servers(),
+            "n4 to leave the membership",
+        )
+        await n4.stop()
+        await c.put(b"after-remove", b"2")
+        await c.converged({b"after-remove": b"2"})
+        with pytest.raises(Exception, match="not a member"):
+            await c.retry(lambda n: n.remove_server("n4"))
+
+    scenario(tmp_path, body, snapshot_threshold=100_000, trailing_entries=5)
+
+
+def test_leadership_transfer_and_removing_the_leader(tmp_path: Path) -> None:
+    async def body(c: Cluster) -> None:
+        await c.found(3)
+        leader = await c.wait_leader()
+        assert leader.node is not None
+        target = next(s.id for s in c.running() if s is not leader)
+        assert await leader.node.transfer_leadership(target) == target
+        await until(lambda: (c.leader() or leader).id == target, "the transfer")
+        await c.put(b"under-new-leader", b"1")
+        # A leader that removes itself steps down once the change commits.
+        new = c.servers[target]
+        assert new.node is not None
+        await new.node.remove_server(target)
+        await until(lambda: c.leader() not in (None, new), "a leader among the remaining two")
+        await c.put(b"after", b"2")
+        await c.converged(
+            {b"under-new-leader": b"1", b"after": b"2"}, [s for s in c.running() if s is not new]
+        )
+
+    scenario(tmp_path, body)
