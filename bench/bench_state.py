@@ -219,13 +219,15 @@ def test_memory_held_by_snapshot_while_writes_continue(benchmark: Any, big_fsm: 
         chunks = snap.chunks()
         written = 0
         peak_tree, peak_rss = tree0 or 0.0, rss0
-        for n, chunk in enumerate(chunks):
+        done = 0
+        for chunk in chunks:
             written += len(chunk)
-            if n % 4 == 0 and n // 4 < overwrite // 1000:
+            if done < overwrite:  # 1,000 overwrites per chunk streamed, spread over the keys
                 entries = []
-                for i in range(1000):
+                for _ in range(min(1000, overwrite - done)):
                     index += 1
-                    j = ((n // 4) * 1000 + i) * 10 % SNAPSHOT_KEYS
+                    j = done * 10 % SNAPSHOT_KEYS
+                    done += 1
                     key = b"service/web-%d/config/key-%d" % (j // 100, j)
                     entries.append((index, kv_command("set", key, b"y" * 100)))
                 big_fsm.apply_batch(entries)
@@ -242,6 +244,7 @@ def test_memory_held_by_snapshot_while_writes_continue(benchmark: Any, big_fsm: 
             "rss_mb_peak_during": peak_rss,
             "rss_mb_after": rss1,
             "snapshot_mb": written / 1e6,
+            "keys_overwritten_during": done,
         }
 
     started = time.perf_counter()

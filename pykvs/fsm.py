@@ -332,10 +332,11 @@ def _load_records(txn: Any, page: bytes, table: str) -> int:
             raise SnapshotError(f"snapshot table {table}: record header cut at byte {offset}")
         klen, vlen, index = unpack(page, offset)
         start = offset + header
-        offset = start + klen + vlen
+        split = start + klen
+        offset = split + vlen
         if offset > end:
             raise SnapshotError(f"snapshot table {table}: record body runs past its frame")
-        insert(page[start : start + klen], page[start + klen : offset], index)
+        insert(page[start:split], page[split:offset], index)
         count += 1
     return count
 

@@ -40,9 +40,13 @@ def _as_key(key: bytes | str, name: str = "key") -> bytes:
     raise TypeError(f"{name} must be bytes or str, not {type(key).__name__}")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class StateSnapshot:
-    """One immutable version of the state.  ``index`` is the last log index applied."""
+    """One immutable version of the state.  ``index`` is the last log index applied.
+
+    Never changed once published (not frozen only because a frozen dataclass is several
+    times slower to create, and the writer creates one per applied entry).
+    """
 
     kvs: Any
     tombstones: Any

@@ -144,10 +144,12 @@ class WriteTxn:
         fired: set[int] = set()
         for name in _TABLES:
             view: TableView = getattr(self, name)
+            if not view.changes and not view.dropped:
+                trees[name] = view.tree
+                continue
             tree, ids = view.commit()
             trees[name] = tree
-            if ids:
-                fired |= ids
+            fired |= ids
         return trees, fired
 
     # ------------------------------------------------------------------------ KV internals
