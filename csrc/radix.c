@@ -519,12 +519,6 @@ static void put(radix_buf *b, const void *p, size_t n)
     b->len += n;
 }
 
-static void put_le(radix_buf *b, uint64_t v, unsigned n)
-{
-    for (unsigned i = 0; i < n; i++)
-        b->data[b->len++] = (char)(v >> (8 * i));
-}
-
 static void put_u32(radix_buf *b, uint32_t v)
 {
     uchar *p = (uchar *)b->data + b->len;
@@ -562,7 +556,7 @@ static void put_pickle_uint(radix_buf *b, uint64_t v)
         /* LONG1: two's complement little-endian; a ninth byte keeps it positive. */
         unsigned n = v < 0x8000000000000000u ? 8 : 9;
         b->data[b->len++] = PK_LONG1;
-        put_le(b, n, 1);
+        b->data[b->len++] = (char)n;
         put_u64(b, v);
         if (n == 9)
             b->data[b->len++] = 0;

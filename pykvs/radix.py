@@ -74,7 +74,8 @@ class TransactionClosed(RuntimeError):
 
 
 def bytes_allocated() -> int:
-    """Bytes the C tree holds right now (all versions, as requested from malloc)."""
+    """Bytes the C tree holds right now, as requested from malloc: every live version and
+    transaction, plus each thread's reusable listing buffer (at most 1 MiB a thread)."""
     return int(lib.radix_bytes_allocated())
 
 
@@ -356,7 +357,9 @@ class Txn(_Reads):
             r = lib.radix_txn_insert(x, key, len(key), value, len(value), index)
         if r < 0:
             if r == -2:
-                raise ValueError(f"value too large: {len(value)} bytes (max {_MAX_VALUE})")
+                raise ValueError(
+                    f"key or value too large: {len(key)}, {len(value)} bytes (max {_MAX_VALUE})"
+                )
             raise MemoryError("radix tree: out of memory")
         return r == 1
 
