@@ -28,7 +28,8 @@ JITTER_FRACTION = 16  # Consul adds up to wait/16 of random extra wait
 
 T = TypeVar("T")
 
-_EVERYTHING = None  # marks a fire_all() in the history
+_EVERYTHING = None  # marks a fire_all() (or a very large fire) in the history
+_HISTORY_IDS = 4096  # fires larger than this are not kept id by id
 
 
 class WatchSet:
@@ -101,7 +102,9 @@ class Notifier:
         """Wake every waiter registered on one of ``ids``; returns how many woke."""
         with self._lock:
             self._seq += 1
-            self._recent.append((self._seq, ids))
+            # A huge fire (a delete-tree) is remembered as "everything": waking a late
+            # registrant spuriously is harmless, holding a million ids in the history is not.
+            self._recent.append((self._seq, ids if len(ids) <= _HISTORY_IDS else _EVERYTHING))
             if not self._waiters or not ids:
                 return 0
             woken: set[_Waiter] = set()
