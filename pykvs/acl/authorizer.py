@@ -185,7 +185,8 @@ def _compile(
     root: _Node = _Node(b"" if as_bytes else "")
     for rules, attr in ((exact, "exact"), (prefix, "prefix")):
         for segment, level in rules.items():
-            setattr(_insert(root, segment.encode() if as_bytes else segment), attr, level)
+            name = segment.encode("utf-8", "surrogatepass") if as_bytes else segment
+            setattr(_insert(root, name), attr, level)
     default_mask = _ALL if default_allow else 0
     # Top-down: each node learns the prefix rule that governs it (its own or an ancestor's).
     order: list[tuple[_Node, str | None]] = []

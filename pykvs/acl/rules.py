@@ -239,7 +239,13 @@ def _read_string(text: str, pos: int, line: int, column: int, line_start: int) -
             raise RulesError("unterminated string", line, column, text[pos:i][:40])
         ch = text[i]
         if ch == '"':
-            return "".join(out), i + 1
+            value = "".join(out)
+            lone = next((c for c in value if "\ud800" <= c <= "\udfff"), None)
+            if lone is not None:
+                raise RulesError(
+                    f"lone surrogate \\u{ord(lone):04x} in string", line, column, text[pos : i + 1]
+                )
+            return value, i + 1
         if ch != "\\":
             out.append(ch)
             i += 1
@@ -251,15 +257,15 @@ def _read_string(text: str, pos: int, line: int, column: int, line_start: int) -
         elif esc in ("u", "U"):
             width = 4 if esc == "u" else 8
             digits = text[i + 2 : i + 2 + width]
-            try:
-                if len(digits) != width:
-                    raise ValueError(digits)
-                out.append(chr(int(digits, 16)))
-            except ValueError:
-                bad = text[i : i + 2 + width]
-                raise RulesError(
-                    f"invalid escape {bad!r} in string", line, i - line_start + 1, bad
-                ) from None
+            hex_run = len(digits) - len(digits.lstrip("0123456789abcdefABCDEF"))
+            code = int(digits, 16) if hex_run == width else -1
+            if not 0 <= code <= 0x10FFFF:
+                bad = text[i : i + 2 + (hex_run if hex_run < width else width)]
+                raise RulesError(f"invalid escape {bad!r} in string", line, i - line_start + 1, bad)
+            if 0xDC00 <= code <= 0xDFFF and out and "\ud800" <= out[-1] <= "\udbff":
+                # The second half of a JSON surrogate pair: join the two.
+                code = 0x10000 + ((ord(out.pop()) - 0xD800) << 10) + (code - 0xDC00)
+            out.append(chr(code))
             i += 2 + width
         else:
             bad = text[i : i + 2]
