@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from test_acl_rules import rules_strategy
 
 from pykvs.acl.authorizer import (
     ALLOW_ALL,
@@ -258,15 +259,7 @@ def ref_merge(tables: list[dict]) -> dict:
 
 
 segment = st.text(alphabet="ab/\u00e9", max_size=4)
-level = st.sampled_from(["read", "list", "write", "deny"])
-session_level = st.sampled_from(["read", "write", "deny"])
-policy_rules = st.builds(
-    Rules,
-    key_exact=st.dictionaries(segment, level, max_size=5),
-    key_prefix=st.dictionaries(segment, level, max_size=5),
-    session_exact=st.dictionaries(segment, session_level, max_size=3),
-    session_prefix=st.dictionaries(segment, session_level, max_size=3),
-)
+policy_rules = rules_strategy("ab/\u00e9", max_rules=5)
 # Names drawn from the same alphabet, so they often hit, extend and cut rule segments.
 names = st.lists(segment | st.text(alphabet="ab/", max_size=7), min_size=1, max_size=12)
 

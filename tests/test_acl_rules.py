@@ -188,18 +188,22 @@ def test_rules_must_be_text():
 
 # ------------------------------------------------------------------ round trip, both forms
 
-segments = st.text(alphabet='ab/"\\\u00e9\n\t', max_size=5)
-key_levels = st.sampled_from(["read", "list", "write", "deny"])
-other_levels = st.sampled_from(["read", "write", "deny"])
-random_rules = st.builds(
-    Rules,
-    key_exact=st.dictionaries(segments, key_levels, max_size=4),
-    key_prefix=st.dictionaries(segments, key_levels, max_size=4),
-    session_exact=st.dictionaries(segments, other_levels, max_size=3),
-    session_prefix=st.dictionaries(segments, other_levels, max_size=3),
-    operator=st.none() | other_levels,
-    acl=st.none() | other_levels,
-)
+
+def rules_strategy(alphabet: str, max_rules: int = 4) -> st.SearchStrategy[Rules]:
+    """Random rules naming segments over ``alphabet`` (shared with test_acl_authorizer)."""
+    segments = st.text(alphabet=alphabet, max_size=5)
+    key_levels = st.sampled_from(["read", "list", "write", "deny"])
+    other_levels = st.sampled_from(["read", "write", "deny"])
+    return st.builds(
+        Rules,
+        key_exact=st.dictionaries(segments, key_levels, max_size=max_rules),
+        key_prefix=st.dictionaries(segments, key_levels, max_size=max_rules),
+        session_exact=st.dictionaries(segments, other_levels, max_size=3),
+        session_prefix=st.dictionaries(segments, other_levels, max_size=3),
+        operator=st.none() | other_levels,
+        acl=st.none() | other_levels,
+    )
+
 
 _HCL_RESOURCES = (
     ("key", "key_exact"),
@@ -234,7 +238,7 @@ def to_json(rules: Rules) -> str:
 
 
 @settings(max_examples=150, deadline=None)
-@given(random_rules)
+@given(rules_strategy('ab/"\\\u00e9\n\t'))
 def test_hcl_and_json_round_trip(rules):
     assert parse_rules(to_hcl(rules)) == rules
     assert parse_rules(to_json(rules)) == rules
