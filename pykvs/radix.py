@@ -204,6 +204,13 @@ class _Reads:
         """(value or None, watch id): the id fires when the answer changes."""
         return _get_watch(self._r(), key)
 
+    def key_watch(self, key: Bytes) -> int:
+        """get_watch(key)'s watch id alone: the key's leaf id when it exists, else the id of
+        the deepest node on its path (fired by any write that creates the key)."""
+        if type(key) is not bytes:
+            key = _as_bytes(key, "key")
+        return int(lib.radix_key_watch(self._r(), key, len(key)))
+
     def prefix_watch(self, prefix: Bytes = b"") -> int:
         """The watch id of the node covering every key that starts with prefix."""
         return int(_prefix_call(lib.radix_prefix_watch, self._r(), prefix))

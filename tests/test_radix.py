@@ -223,6 +223,7 @@ def test_watch_ids_fire_as_documented() -> None:
     absent, wc = t1.get_watch(b"app/c")
     wapp = t1.prefix_watch(b"app/")
     assert absent is None and len({wa, wb, wo, wc}) == 4
+    assert t1.key_watch(b"app/a") == wa and t1.key_watch(b"app/c") == wc
 
     txn = t1.txn()
     txn.insert(b"app/c", b"4", 4)
