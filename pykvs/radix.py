@@ -107,38 +107,28 @@ def _check_limit(limit: object) -> int:
 # Reads shared by Tree and Txn, on a root pointer.
 
 
-def _leaf(root: Any, key: Any) -> Any:
-    """The C leaf for key (NULL when absent), after checking the key's type."""
-    if type(key) is not bytes:
-        key = _as_bytes(key, "key")
-    return lib.radix_get(root, key, len(key))
+def _call(fn: Any, root: Any, data: Any, name: str) -> Any:
+    """fn(root, data, len(data)), data checked to be bytes (bytes-likes are copied)."""
+    if type(data) is not bytes:
+        data = _as_bytes(data, name)
+    return fn(root, data, len(data))
 
 
 def _get(root: Any, key: Any) -> bytes | None:
-    leaf = _leaf(root, key)
+    leaf = _call(_radix_get, root, key, "key")
     return _unpack(leaf.data, leaf.vlen) if leaf else None
 
 
 def _get_with_index(root: Any, key: Any) -> tuple[bytes, int] | None:
-    leaf = _leaf(root, key)
-    if not leaf:
-        return None
-    return _unpack(leaf.data, leaf.vlen), leaf.index
+    leaf = _call(_radix_get, root, key, "key")
+    return (_unpack(leaf.data, leaf.vlen), leaf.index) if leaf else None
 
 
 def _get_watch(root: Any, key: Any) -> tuple[bytes | None, int]:
-    if type(key) is not bytes:
-        key = _as_bytes(key, "key")
-    leaf = lib.radix_get(root, key, len(key))
+    leaf = _call(_radix_get, root, key, "key")
     if leaf:
         return _unpack(leaf.data, leaf.vlen), leaf.watch
-    return None, lib.radix_key_watch(root, key, len(key))
-
-
-def _prefix_call(fn: Any, root: Any, prefix: Any) -> int:
-    if type(prefix) is not bytes:
-        prefix = _as_bytes(prefix, "prefix")
-    return fn(root, prefix, len(prefix))
+    return None, _call(lib.radix_key_watch, root, key, "key")
 
 
 _tls = threading.local()
@@ -190,7 +180,7 @@ class _Reads:
         return int(lib.radix_len(self._r()))
 
     def __contains__(self, key: Any) -> bool:
-        return bool(_leaf(self._r(), key))
+        return bool(_call(_radix_get, self._r(), key, "key"))
 
     def get(self, key: Bytes) -> bytes | None:
         """The value stored at key, or None."""
@@ -207,21 +197,19 @@ class _Reads:
     def key_watch(self, key: Bytes) -> int:
         """get_watch(key)'s watch id alone: the key's leaf id when it exists, else the id of
         the deepest node on its path (fired by any write that creates the key)."""
-        if type(key) is not bytes:
-            key = _as_bytes(key, "key")
-        return int(lib.radix_key_watch(self._r(), key, len(key)))
+        return int(_call(lib.radix_key_watch, self._r(), key, "key"))
 
     def prefix_watch(self, prefix: Bytes = b"") -> int:
         """The watch id of the node covering every key that starts with prefix."""
-        return int(_prefix_call(lib.radix_prefix_watch, self._r(), prefix))
+        return int(_call(lib.radix_prefix_watch, self._r(), prefix, "prefix"))
 
     def max_index(self, prefix: Bytes = b"") -> int:
         """The largest modify index among keys starting with prefix (0: none)."""
-        return int(_prefix_call(lib.radix_max_index, self._r(), prefix))
+        return int(_call(lib.radix_max_index, self._r(), prefix, "prefix"))
 
     def count(self, prefix: Bytes = b"") -> int:
         """How many keys start with prefix."""
-        return int(_prefix_call(lib.radix_count, self._r(), prefix))
+        return int(_call(lib.radix_count, self._r(), prefix, "prefix"))
 
     def list_prefix(self, prefix: Bytes = b"") -> list[Entry]:
         """[(key, value, index)] of keys starting with prefix, in key order."""
@@ -372,18 +360,14 @@ class Txn(_Reads):
 
     def delete(self, key: Bytes) -> bool:
         """Removes key. Returns whether it existed."""
-        x = self._open()
-        if type(key) is not bytes:
-            key = _as_bytes(key, "key")
-        r = lib.radix_txn_delete(x, key, len(key))
+        r = _call(lib.radix_txn_delete, self._open(), key, "key")
         if r < 0:
             raise MemoryError("radix tree: out of memory")
         return r == 1
 
     def delete_prefix(self, prefix: Bytes) -> int:
         """Removes every key starting with prefix. Returns how many."""
-        x = self._open()
-        r = _prefix_call(lib.radix_txn_delete_prefix, x, prefix)
+        r = _call(lib.radix_txn_delete_prefix, self._open(), prefix, "prefix")
         if r < 0:
             raise MemoryError("radix tree: out of memory")
         return int(r)
