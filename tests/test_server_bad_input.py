@@ -72,6 +72,9 @@ BAD_REQUESTS: list[tuple[str, Any, str]] = [
     ("Operator.RaftRemovePeer", {"ID": "ghost"}, "was not found"),
     ("Operator.TransferLeader", {"ID": "ghost"}, "not a voter"),
     ("Operator.TransferLeader", {"ID": 5}, "ID must be a string"),
+    ("Snapshot.Save", {"RequireConsistent": "yes"}, "RequireConsistent must be a boolean"),
+    ("Snapshot.Read", {"ID": "nope"}, "unknown or expired snapshot ID 'nope'"),
+    ("Snapshot.Read", {"ID": "nope", "Offset": -1}, "Offset must be an unsigned"),
 ]
 
 

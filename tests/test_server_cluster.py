@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 import pykvs
+from pykvs import fsm
 from pykvs.server.client import AsyncKV
 from pykvs.server.rpc import RPCError
 from pykvs.server.server import Server, ServerConfig
@@ -162,6 +163,10 @@ async def exercise_every_endpoint(db: AsyncKV, dc: str | None = None) -> None:
     conf = await db.raft_configuration(dc=dc)
     assert sorted(s["Address"] for s in conf["Servers"]) == sorted(peers)
     assert [s["Address"] for s in conf["Servers"] if s["Leader"]] == [leader]
+    # snapshot save: the whole state, in pykvs.fsm's stream format
+    assert await db.put("snap/k", b"v" * 1000, dc=dc)
+    header, state, _ = fsm.read_snapshot(await db.snapshot_save(dc=dc))
+    assert state.kv_get(b"snap/k")[1] is not None and header.index == state.index
 
 
 def test_one_server_every_endpoint(tmp_path: Path) -> None:

@@ -343,6 +343,27 @@ class AsyncKV:
         await self.call("Operator.TransferLeader", args)
 
 
+    # ------------------------------------------------------------------------- snapshot
+    async def snapshot_save(self, *, consistency: str = "default",
+                            dc: str | None = None) -> bytes:
+        """The whole state as a snapshot stream (pykvs.fsm's format), pulled in chunks."""
+        args = self._query(0, None, consistency, dc)
+        saved = await self.call("Snapshot.Save", args)
+        parts = []
+        offset = 0
+        while True:
+            reply = await self.call("Snapshot.Read", {**args, "ID": saved["ID"],
+                                                      "Offset": offset})
+            parts.append(bytes(reply["Data"]))
+            offset += len(reply["Data"])
+            if reply["EOF"]:
+                break
+        body = b"".join(parts)
+        if len(body) != saved["Size"]:
+            raise RPCError(f"snapshot arrived with {len(body)} bytes, expected {saved['Size']}")
+        return body
+
+
 class _LoopThread:
     """An event loop running in a daemon thread, for the synchronous API."""
 
@@ -428,6 +449,7 @@ class KV:
     raft_configuration = _sync("raft_configuration")
     raft_remove_peer = _sync("raft_remove_peer")
     transfer_leader = _sync("transfer_leader")
+    snapshot_save = _sync("snapshot_save")
     call = _sync("call")
 
 

@@ -131,6 +131,8 @@ class Endpoints:
             "Operator.RaftGetConfiguration": self.operator_raft_configuration,
             "Operator.RaftRemovePeer": self.operator_raft_remove_peer,
             "Operator.TransferLeader": self.operator_transfer_leader,
+            "Snapshot.Save": self.snapshot_save,
+            "Snapshot.Read": self.snapshot_read,
         }
 
     # ---------------------------------------------------------------------------------- KVS
@@ -374,3 +376,21 @@ class Endpoints:
         if forwarded:
             return reply
         return await self.server.transfer_leader(field_str(args, "ID") or None)
+
+    # ----------------------------------------------------------------------------- Snapshot
+    async def snapshot_save(self, args: dict[str, Any]) -> Any:
+        """Take a point-in-time snapshot; the client pulls it with Snapshot.Read (same
+        Datacenter and AllowStale, so the same server answers)."""
+        forwarded, reply = await self.server.forward("Snapshot.Save", args, read=True)
+        if forwarded:
+            return reply
+        await self.server.prepare_read(QueryOptions.from_args(args))
+        snapshot_id, size, index = await self.server.save_snapshot()
+        return {"ID": snapshot_id, "Size": size, **self.server.query_meta(index)}
+
+    async def snapshot_read(self, args: dict[str, Any]) -> Any:
+        forwarded, reply = await self.server.forward("Snapshot.Read", args, read=True)
+        if forwarded:
+            return reply
+        data, eof = self.server.read_snapshot(field_str(args, "ID"), field_uint(args, "Offset"))
+        return {"Data": data, "EOF": eof}

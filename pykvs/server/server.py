@@ -39,6 +39,7 @@ import logging
 import os
 import random
 import time
+import uuid
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -71,6 +72,8 @@ NO_LEADER = "No cluster leader"
 VALUE_TOO_LARGE = "Value too large"
 DEFAULT_MAX_VALUE_SIZE = 512 * 1024
 _META_FILE = "server.json"
+SNAPSHOT_CHUNK = 1 << 20  # bytes per Snapshot.Read reply
+SNAPSHOT_HOLD = 60.0  # seconds a saved snapshot waits for its next read
 
 
 @dataclass
@@ -150,6 +153,7 @@ class Server:
         self._is_leader = False
         self._node_ready = asyncio.Event()
         self._closing = False
+        self._saved: dict[str, tuple[bytes, float]] = {}  # snapshot id -> (body, expiry)
 
     # -------------------------------------------------------------------------- lifecycle
     async def start(self) -> str:
@@ -561,6 +565,32 @@ class Server:
         """A read-only transaction against the current state (never committed)."""
         return self.state.begin().txn(self.state.index, ops, time.time_ns())
 
+    # ------------------------------------------------- in-process callers (the HTTP layer)
+    def retrying(
+        self, endpoint: Callable[[dict[str, Any]], Awaitable[Any]]
+    ) -> Callable[[dict[str, Any]], Awaitable[Any]]:
+        """``endpoint`` run again while leadership moves, as the RPC handlers are; for
+        callers in this process that compose forward() and local_query()."""
+        return self._retrying(endpoint)
+
+    async def local_query(self, args: dict[str, Any], read: ReadFn) -> tuple[int, Any]:
+        """A read this server answers (forward() said so): the consistency check, then
+        Consul's blocking query; ``(index, what read returned)``, no RPC reply built."""
+        options = QueryOptions.from_args(args)
+        await self.prepare_read(options)
+        return await self.state.blocking_query(
+            read, options.min_index, options.max_wait,
+            default_query_time=self.config.default_query_time,
+            max_query_time=self.config.max_query_time,
+        )
+
+    def add_endpoint(self, name: str, endpoint: Callable[[dict[str, Any]], Awaitable[Any]]) -> None:
+        """Serve one more RPC method, retried like the others (the HTTP layer's
+        Snapshot.Restore, so a follower can forward a restore to the leader)."""
+        handler = self._retrying(endpoint)
+        self.handlers[name] = handler
+        self.rpc.handlers[name] = handler
+
     def query_meta(self, index: int) -> dict[str, Any]:
         node = self.node
         known_leader = node is not None and node.leader() is not None
@@ -591,6 +621,34 @@ class Server:
         if leader == node.id:
             return self.address
         return node.configuration().all_servers().get(leader, "")
+
+    async def save_snapshot(self) -> tuple[str, int, int]:
+        """Serialize the state as of now (an O(1) copy, written out in a worker thread);
+        ``(id, size, index)``. The body is kept for Snapshot.Read until read or expired."""
+        node = self.require_node()
+        image = self.fsm.snapshot(node.stats()["term"])
+        body = await asyncio.to_thread(image.to_bytes)
+        now = time.monotonic()
+        self._saved = {k: v for k, v in self._saved.items() if v[1] > now}
+        snapshot_id = uuid.uuid4().hex
+        self._saved[snapshot_id] = (body, now + SNAPSHOT_HOLD)
+        return snapshot_id, len(body), image.index
+
+    def read_snapshot(self, snapshot_id: str, offset: int) -> tuple[bytes, bool]:
+        """One chunk of a saved snapshot from ``offset``; the last one drops it."""
+        saved = self._saved.get(snapshot_id)
+        if saved is None:
+            raise RPCError(f"unknown or expired snapshot ID {snapshot_id!r}")
+        body = saved[0]
+        if offset > len(body):
+            raise ValueError(f"Offset {offset} is past the snapshot's {len(body)} bytes")
+        chunk = body[offset : offset + SNAPSHOT_CHUNK]
+        eof = offset + len(chunk) >= len(body)
+        if eof:
+            del self._saved[snapshot_id]
+        else:
+            self._saved[snapshot_id] = (body, time.monotonic() + SNAPSHOT_HOLD)
+        return chunk, eof
 
     def raft_configuration(self) -> dict[str, Any]:
         node = self.require_node()
