@@ -238,23 +238,20 @@ class _Reads:
 
     def items(self, prefix: Bytes = b"") -> Iterator[Entry]:
         """Iterates (key, value, index) in key order, fetching from C in chunks."""
-        lower = prefix
-        while True:
-            chunk = self.seek(lower, _CHUNK, prefix)
-            yield from chunk
-            if len(chunk) < _CHUNK:
-                return
-            lower = chunk[-1][0] + b"\x00"
+        return self._chunks(prefix, lib.RADIX_PICKLE_ITEMS, lambda entry: entry[0])
 
     def keys(self, prefix: Bytes = b"") -> Iterator[bytes]:
         """Iterates keys in order, fetching from C in chunks."""
-        lower = prefix
+        return self._chunks(prefix, lib.RADIX_PICKLE_KEYS, lambda key: key)
+
+    def _chunks(self, prefix: Bytes, fmt: int, key_of: Any) -> Iterator[Any]:
+        lower: Bytes = prefix
         while True:
-            chunk: list[bytes] = _scan(self._r(), prefix, lower, b"", _CHUNK, lib.RADIX_PICKLE_KEYS)
+            chunk = _scan(self._r(), prefix, lower, b"", _CHUNK, fmt)
             yield from chunk
             if len(chunk) < _CHUNK:
                 return
-            lower = chunk[-1] + b"\x00"
+            lower = key_of(chunk[-1]) + b"\x00"  # the next key after the last one
 
     def __iter__(self) -> Iterator[bytes]:
         return self.keys()
@@ -318,7 +315,7 @@ class Tree(_Reads):
 class Txn(_Reads):
     """A copy-on-write transaction (see the module docstring)."""
 
-    __slots__ = ("_owner", "_x")
+    __slots__ = ("_thread", "_x")
 
     def __init__(self, base: Tree) -> None:
         if not isinstance(base, Tree):
@@ -327,13 +324,13 @@ class Txn(_Reads):
         if x == _NULL:
             raise MemoryError("radix tree: out of memory")
         self._x = ffi.gc(x, lib.radix_txn_free)
-        self._owner = _get_ident()
+        self._thread = _get_ident()
 
     def _open(self) -> Any:
         x = self._x
         if x is None:
             raise TransactionClosed("transaction already committed or aborted")
-        if self._owner != _get_ident():
+        if self._thread != _get_ident():
             raise RuntimeError("a transaction may only be used by the thread that created it")
         return x
 
