@@ -165,3 +165,31 @@ def test_bootstrap_expect_three_and_kill_leader_under_load(tmp_path: Path,
                 await client.close()
 
     run(scenario(), 120)
+
+
+def test_two_datacenters_joined_by_join_wan(tmp_path: Path, agents: list[Agent]) -> None:
+    east = Agent(tmp_path, "east", "--datacenter", "dc1")
+    agents.append(east)
+    west = Agent(tmp_path, "west", "--datacenter", "dc2", "--join-wan", f"dc1={east.rpc}")
+    agents.append(west)
+
+    async def scenario() -> None:
+        async with await pykvs.connect_async(west.rpc) as db:
+            await wait_cluster([db], 1)
+            assert await db.put("from-west", b"hello", dc="dc1")
+            _, entry = await db.get("from-west", dc="dc1")
+            assert entry is not None and entry.value == b"hello"
+            _, local = await db.get("from-west")
+            assert local is None  # dc2's own store never saw it
+            assert await db.leader(dc="dc1") == east.rpc
+        async with await pykvs.connect_async(east.rpc) as db:
+            _, entry = await db.get("from-west")
+            assert entry is not None and entry.value == b"hello"
+
+    run(scenario())
+
+
+def test_bad_flags_exit_with_a_message(tmp_path: Path) -> None:
+    done = subprocess.run([sys.executable, "-m", "pykvs.cli", "agent", "--join-wan", "dc2",
+                           "--data-dir", str(tmp_path / "x")], capture_output=True, timeout=30)
+    assert done.returncode == 2 and b"--join-wan wants DC=HOST:PORT" in done.stderr
