@@ -23,6 +23,7 @@ from pykvs.acl import (
     Resolver,
     RulesError,
     Token,
+    bootstrap_token,
     check_txn_ops,
     filter_entries,
     filter_key_list,
@@ -216,12 +217,13 @@ def test_resolver_tokens_policies_and_defaults():
         "app", 'key_prefix "app/" { policy = "write" }\nsession_prefix "" { policy = "write" }'
     )
     tables.add_policy("no-secrets", 'key_prefix "app/secret/" { policy = "deny" }')
-    tables.add_token("root", GLOBAL_MANAGEMENT_POLICY_ID)
+    root_token = bootstrap_token()
+    tables.tokens[root_token.secret_id] = root_token
     tables.add_token("dev", "reader", "app", "no-secrets", "deleted-policy")
     tables.add_token("old", "reader", expires=500)
     resolver = tables.resolver()
 
-    root = resolver.resolve("root")
+    root = resolver.resolve(root_token.secret_id)
     assert root.is_management and root.snapshot() and root.key_write_prefix(b"")
     dev = resolver.resolve("dev")
     assert dev.accessor_id == "acc-dev"
@@ -244,7 +246,7 @@ def test_resolver_tokens_policies_and_defaults():
     )
     assert resolver.resolve(None).key_read(b"k") and resolver.resolve("anonymous").key_read(b"k")
     with pytest.raises(TypeError, match="token secret must be str, not bytes"):
-        resolver.resolve(b"root")  # type: ignore[arg-type]
+        resolver.resolve(b"dev")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="cache_size must be at least 1"):
         tables.resolver(cache_size=0)
 

@@ -31,6 +31,7 @@ from pykvs.acl.policy import (
     Policy,
     PolicyLink,
     Token,
+    bootstrap_token,
 )
 from pykvs.acl.resolver import Resolver
 from pykvs.acl.rules import Rules, RulesError, merge_rules, parse_rules
@@ -53,6 +54,7 @@ __all__ = [
     "Rules",
     "RulesError",
     "Token",
+    "bootstrap_token",
     "check_txn_ops",
     "filter_entries",
     "filter_key_list",

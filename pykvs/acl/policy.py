@@ -35,6 +35,7 @@ __all__ = [
     "Policy",
     "PolicyLink",
     "Token",
+    "bootstrap_token",
 ]
 
 GLOBAL_MANAGEMENT_POLICY_ID = "00000000-0000-0000-0000-000000000001"
@@ -393,3 +394,9 @@ ANONYMOUS_TOKEN = Token(
     secret_id=ANONYMOUS_TOKEN_SECRET,
     description="Anonymous Token",
 )
+
+
+def bootstrap_token(now_ns: int | None = None) -> Token:
+    """A fresh management token, as ``PUT /v1/acl/bootstrap`` creates it (once per cluster)."""
+    link = PolicyLink(GLOBAL_MANAGEMENT_POLICY_ID, GLOBAL_MANAGEMENT_POLICY.name)
+    return Token.new([link], "Bootstrap Token (Global Management)", now_ns=now_ns)
