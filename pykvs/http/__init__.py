@@ -1,0 +1,111 @@
+"""pykvs's Consul-compatible HTTP API (aiohttp), served next to a Server in the same process.
+
+``await start(server, host, port)`` listens (port 0 picks one) and returns a handle with
+``address`` ("host:port") and ``close()``; ``pykvs agent`` calls it. Handlers call the server
+in-process, as Consul's agent calls its local server: the RPC endpoints (which forward to the
+leader or another datacenter) for writes and most reads, and the state store's C-rendered JSON
+for KV reads this server may answer. docs/HTTP.md lists the endpoints and how they differ from
+Consul's.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+
+from pykvs.http import kv, operator, session, snapshot, txn
+from pykvs.http.common import SERVER_KEY, HTTPError
+from pykvs.server.rpc import RPCError
+
+if TYPE_CHECKING:
+    from pykvs.server.server import Server
+
+__all__ = ["HTTPServer", "make_app", "start"]
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+ROUTES: list[tuple[str, tuple[str, ...], Handler]] = [
+    ("/v1/kv/{key:.*}", ("GET", "PUT", "DELETE"), kv.kv_endpoint),
+    ("/v1/txn", ("PUT",), txn.txn_endpoint),
+    ("/v1/session/create", ("PUT",), session.session_create),
+    ("/v1/session/destroy/{id:.*}", ("PUT",), session.session_destroy),
+    ("/v1/session/renew/{id:.*}", ("PUT",), session.session_renew),
+    ("/v1/session/info/{id:.*}", ("GET",), session.session_info),
+    ("/v1/session/node/{id:.*}", ("GET",), session.session_node),
+    ("/v1/session/list", ("GET",), session.session_list),
+    ("/v1/status/leader", ("GET",), operator.status_leader),
+    ("/v1/status/peers", ("GET",), operator.status_peers),
+    ("/v1/operator/raft/configuration", ("GET",), operator.raft_configuration),
+    ("/v1/operator/raft/peer", ("DELETE",), operator.raft_remove_peer),
+    ("/v1/operator/raft/transfer-leader", ("POST",), operator.raft_transfer_leader),
+    ("/v1/snapshot", ("GET", "PUT"), snapshot.snapshot_endpoint),
+    ("/v1/agent/self", ("GET",), operator.agent_self_endpoint),
+]
+
+
+def _text(status: int, reason: str, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(status=status, text=reason, headers=headers)
+
+
+@web.middleware
+async def consul_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Errors as Consul's agent/http.go writes them: a status code and a plain-text reason."""
+    try:
+        return await handler(request)
+    except HTTPError as exc:
+        return _text(exc.status, exc.reason, exc.headers)
+    except web.HTTPMethodNotAllowed as exc:
+        allow = ",".join(["OPTIONS", *sorted(exc.allowed_methods)])
+        return _text(405, f"method {request.method} not allowed", {"Allow": allow})
+    except web.HTTPNotFound:
+        return _text(404, f"Invalid URL path: no endpoint at {request.path!r}")
+    except web.HTTPException:
+        raise
+    except RPCError as exc:  # the server's refusal (No cluster leader, lock errors, ...)
+        return _text(500, exc.message)
+    except (ValueError, TypeError) as exc:  # bad arguments found by the server's endpoints
+        return _text(400, str(exc))
+    except Exception as exc:
+        log.exception("http: %s %s failed", request.method, request.path_qs)
+        return _text(500, f"internal error: {exc!r}")
+
+
+def make_app(server: Server) -> web.Application:
+    app = web.Application(middlewares=[consul_errors])
+    app[SERVER_KEY] = server
+    for path, methods, handler in ROUTES:
+        for method in methods:
+            app.router.add_route(method, path, handler)
+    return app
+
+
+class HTTPServer:
+    """A running HTTP API: ``address`` is "host:port"; ``await close()`` stops it."""
+
+    def __init__(self, runner: web.AppRunner, address: str) -> None:
+        self.runner = runner
+        self.address = address
+
+    async def close(self) -> None:
+        await self.runner.cleanup()
+
+
+async def start(server: Server, host: str = "127.0.0.1", port: int = 8500) -> HTTPServer:
+    """Serve the HTTP API of ``server`` on ``host:port`` (0 picks a free port)."""
+    snapshot.register(server)
+    runner = web.AppRunner(make_app(server), access_log=None, handle_signals=False)
+    await runner.setup()
+    # Blocking queries may be waiting: do not let them hold the agent's shutdown.
+    site = web.TCPSite(runner, host, port, shutdown_timeout=0.5)
+    try:
+        await site.start()
+    except BaseException:
+        await runner.cleanup()
+        raise
+    bound_host, bound_port = runner.addresses[0][:2]
+    return HTTPServer(runner, f"{bound_host}:{bound_port}")

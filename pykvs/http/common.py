@@ -1,0 +1,174 @@
+"""What every HTTP endpoint shares: Consul's error replies, query parameters, response meta.
+
+Consul's agent/http.go parses ``?dc``, ``?index``/``?wait`` (parseWait) and ``?stale``/
+``?consistent`` (parseConsistency) the same way for every read, and answers bad values with a
+400 and a fixed text ("Invalid wait time", "Invalid index", "Cannot specify ?stale with
+?consistent, conflicting semantics."). Reads carry QueryMeta as the ``X-Consul-Index``,
+``X-Consul-KnownLeader`` and ``X-Consul-LastContact`` headers (setMeta; an index of 0 is sent
+as 1, LastContact in milliseconds).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+import msgpack
+from aiohttp import web
+
+from pykvs.server.rpc import RawMsgpack
+from pykvs.state.sessions import SessionError, parse_go_duration
+
+if TYPE_CHECKING:
+    from pykvs.server.server import Server
+
+SERVER_KEY: web.AppKey[Server] = web.AppKey("server")
+MAX_UINT64 = (1 << 64) - 1
+_DIGITS = re.compile(r"[0-9]+")
+
+
+class HTTPError(Exception):
+    """An answer other than 200, with Consul's status code and plain-text reason."""
+
+    def __init__(self, status: int, reason: str, headers: Mapping[str, str] | None = None) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+        self.headers = dict(headers or {})
+
+
+def server_of(request: web.Request) -> Server:
+    return request.app[SERVER_KEY]
+
+
+def parse_uint(text: str) -> int:
+    """Go's ``strconv.ParseUint(text, 10, 64)``; ValueError with Go's message."""
+    if not _DIGITS.fullmatch(text):
+        raise ValueError(f'strconv.ParseUint: parsing "{text}": invalid syntax')
+    value = int(text)
+    if value > MAX_UINT64:
+        raise ValueError(f'strconv.ParseUint: parsing "{text}": value out of range')
+    return value
+
+
+def uint_param(request: web.Request, name: str) -> int:
+    """An unsigned integer query parameter; a bad one is a 400 naming the parameter."""
+    try:
+        return parse_uint(request.query.get(name, ""))
+    except ValueError as exc:
+        raise HTTPError(400, f"Invalid {name}: {exc}") from None
+
+
+def datacenter(request: web.Request) -> str:
+    return request.query.get("dc") or server_of(request).config.datacenter
+
+
+def query_args(request: web.Request) -> dict[str, Any]:
+    """Consul's parse(): Datacenter plus QueryOptions, in RPC argument form."""
+    query = request.query
+    args: dict[str, Any] = {"Datacenter": datacenter(request)}
+    wait = query.get("wait", "")
+    if wait:
+        try:
+            wait_ns = parse_go_duration(wait)
+        except SessionError:
+            raise HTTPError(400, "Invalid wait time") from None
+        args["MaxQueryTime"] = max(0, wait_ns)
+    index = query.get("index", "")
+    if index:
+        try:
+            args["MinQueryIndex"] = parse_uint(index)
+        except ValueError:
+            raise HTTPError(400, "Invalid index") from None
+    stale = "stale" in query
+    consistent = "consistent" in query
+    if stale and consistent:
+        raise HTTPError(400, "Cannot specify ?stale with ?consistent, conflicting semantics.")
+    args["AllowStale"] = stale
+    args["RequireConsistent"] = consistent
+    return args
+
+
+def meta_headers(meta: Mapping[str, Any]) -> dict[str, str]:
+    """setMeta: QueryMeta as response headers."""
+    return {
+        "X-Consul-Index": str(max(int(meta.get("Index") or 0), 1)),
+        "X-Consul-KnownLeader": "true" if meta.get("KnownLeader") else "false",
+        "X-Consul-LastContact": str(max(int(meta.get("LastContact") or 0), 0) // 1_000_000),
+    }
+
+
+def json_response(body: Any, status: int = 200, headers: Mapping[str, str] | None = None
+                  ) -> web.Response:
+    """``body`` as JSON (bytes are sent as they are: already rendered)."""
+    data = body if isinstance(body, bytes) else dump_json(body)
+    return web.Response(body=data, status=status, headers=headers,
+                        content_type="application/json")
+
+
+def dump_json(obj: Any) -> bytes:
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def unpack_reply(reply: Any) -> Any:
+    """An RPC handler's reply as Python: a local one may be pre-encoded msgpack."""
+    if isinstance(reply, RawMsgpack):
+        return msgpack.unpackb(reply.data, raw=False, strict_map_key=False)
+    return reply
+
+
+def text(value: Any) -> str:
+    """A key or other name that travels as bytes, as Go's JSON shows it."""
+    if isinstance(value, bytes | bytearray):
+        return bytes(value).decode("utf-8", errors="replace")
+    return "" if value is None else str(value)
+
+
+def b64(value: bytes | None) -> str | None:
+    """A value as Consul's JSON carries []byte: base64, or null when empty."""
+    return base64.b64encode(value).decode("ascii") if value else None
+
+
+def dir_entry_json(entry: Mapping[str, Any]) -> dict[str, Any]:
+    """A DirEntry (RPC wire form) in Consul's JSON field order; Session only when set."""
+    out: dict[str, Any] = {
+        "LockIndex": entry.get("LockIndex", 0),
+        "Key": text(entry.get("Key")),
+        "Flags": entry.get("Flags", 0),
+        "Value": b64(entry.get("Value")),
+    }
+    if entry.get("Session"):
+        out["Session"] = entry["Session"]
+    out["CreateIndex"] = entry.get("CreateIndex", 0)
+    out["ModifyIndex"] = entry.get("ModifyIndex", 0)
+    return out
+
+
+def field(mapping: Mapping[str, Any], name: str) -> Any:
+    """A JSON field looked up without regard to case, as Go's decoders do."""
+    if name in mapping:
+        return mapping[name]
+    lowered = name.lower()
+    for key, value in mapping.items():
+        if isinstance(key, str) and key.lower() == lowered:
+            return value
+    return None
+
+
+async def read_body(request: web.Request, limit: int) -> bytes | None:
+    """The request body, or None when it is longer than ``limit`` bytes (read no further)."""
+    if request.content_length is not None and request.content_length > limit:
+        return None
+    parts: list[bytes] = []
+    size = 0
+    while True:
+        chunk = await request.content.read(min(1 << 20, limit + 1 - size))
+        if not chunk:
+            return b"".join(parts)
+        parts.append(chunk)
+        size += len(chunk)
+        if size > limit:
+            return None

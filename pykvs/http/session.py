@@ -1,0 +1,153 @@
+"""``/v1/session/*``: Consul's agent/session_endpoint.go over the server's Session endpoints.
+
+``create`` takes an optional JSON body (field names in any case, as Consul's decoder does):
+Name, Node (default: this agent's node), LockDelay (a Go duration string or a number of
+nanoseconds; values under 1000 are taken as seconds, as Consul does), Behavior, TTL. pykvs has
+no health checks, so Checks/NodeChecks/ServiceChecks may name only Consul's default
+``serfHealth`` (or be empty).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from aiohttp import web
+
+from pykvs.http.common import (
+    HTTPError,
+    datacenter,
+    field,
+    json_response,
+    meta_headers,
+    query_args,
+    server_of,
+    unpack_reply,
+)
+from pykvs.state.sessions import (
+    DEFAULT_LOCK_DELAY_NS,
+    NS_PER_SECOND,
+    Session,
+    SessionError,
+    parse_go_duration,
+    validate_session,
+)
+
+LOCK_DELAY_MIN_THRESHOLD = 1000  # Consul's lockDelayMinThreshold (ns; below it means seconds)
+SERF_CHECK = "serfHealth"
+
+
+def session_json(wire: dict[str, Any]) -> dict[str, Any]:
+    """A session in Consul's JSON field order (structs.Session)."""
+    return {
+        "ID": wire["ID"],
+        "Name": wire.get("Name", ""),
+        "Node": wire.get("Node", ""),
+        "LockDelay": wire.get("LockDelay", 0),
+        "Behavior": wire.get("Behavior", "release"),
+        "TTL": wire.get("TTL", ""),
+        "NodeChecks": [],
+        "ServiceChecks": None,
+        "CreateIndex": wire.get("CreateIndex", 0),
+        "ModifyIndex": wire.get("ModifyIndex", 0),
+    }
+
+
+def _lock_delay(raw: Any) -> int:
+    """FixupLockDelay: a duration string or a number; small values mean seconds."""
+    if isinstance(raw, str):
+        delay = parse_go_duration(raw)
+    elif isinstance(raw, int | float) and not isinstance(raw, bool):
+        delay = int(raw)
+    else:
+        raise SessionError(f"LockDelay must be a duration string or a number, got {raw!r}")
+    if delay < LOCK_DELAY_MIN_THRESHOLD:
+        delay *= NS_PER_SECOND
+    return delay
+
+
+def _session_body(raw: Any, node: str) -> dict[str, Any]:
+    """The create request's body as the Session.Apply ``Session`` map; SessionError if bad."""
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise SessionError(f"expected a JSON object, got {type(raw).__name__}")
+    for name in ("Checks", "NodeChecks", "ServiceChecks"):
+        checks = field(raw, name)
+        if checks and [c for c in checks if c != SERF_CHECK and c != {"ID": SERF_CHECK}]:
+            raise SessionError(f"{name}: pykvs has no health checks, so a session can only "
+                               f"use {SERF_CHECK!r}; got {checks!r}")
+    strings = {}
+    for name in ("Name", "Node", "Behavior", "TTL"):
+        value = field(raw, name)
+        if value is not None and not isinstance(value, str):
+            raise SessionError(f"{name} must be a string, got {value!r}")
+        strings[name] = value or ""
+    raw_delay = field(raw, "LockDelay")
+    lock_delay = DEFAULT_LOCK_DELAY_NS if raw_delay is None else _lock_delay(raw_delay)
+    session = Session(id="to-be-assigned", node=strings["Node"] or node, name=strings["Name"],
+                      lock_delay=lock_delay, behavior=strings["Behavior"] or "release",
+                      ttl=strings["TTL"])
+    validate_session(session)  # Consul's refusals, before anything is sent
+    return {"Name": session.name, "Node": session.node, "LockDelay": session.lock_delay,
+            "Behavior": session.behavior, "TTL": session.ttl}
+
+
+async def session_create(request: web.Request) -> web.StreamResponse:
+    server = server_of(request)
+    body = await request.read()
+    try:
+        raw = json.loads(body) if body.strip() else None
+        session = _session_body(raw, server.config.node_name)
+    except (ValueError, UnicodeDecodeError) as exc:  # SessionError is a ValueError
+        raise HTTPError(400, f"Request decode failed: {exc}") from None
+    args = {"Datacenter": datacenter(request), "Op": "create", "Session": session}
+    session_id = await server.handlers["Session.Apply"](args)
+    return json_response({"ID": session_id})
+
+
+def _path_id(request: web.Request, what: str = "session") -> str:
+    value = request.match_info.get("id", "")
+    if not value:
+        raise HTTPError(400, "Missing node name" if what == "node" else "Missing session")
+    return value
+
+
+async def session_destroy(request: web.Request) -> web.StreamResponse:
+    server = server_of(request)
+    args = {"Datacenter": datacenter(request), "Op": "destroy",
+            "Session": {"ID": _path_id(request)}}
+    await server.handlers["Session.Apply"](args)
+    return json_response(True)
+
+
+async def session_renew(request: web.Request) -> web.StreamResponse:
+    server = server_of(request)
+    session_id = _path_id(request)
+    args = {**query_args(request), "SessionID": session_id}
+    reply = unpack_reply(await server.handlers["Session.Renew"](args))
+    sessions = reply.get("Sessions") or []
+    if not sessions:
+        raise HTTPError(404, f"Session id '{session_id}' not found")
+    return json_response([session_json(s) for s in sessions])
+
+
+async def _session_read(request: web.Request, method: str, extra: dict[str, Any]
+                        ) -> web.StreamResponse:
+    server = server_of(request)
+    reply = unpack_reply(await server.handlers[method]({**query_args(request), **extra}))
+    sessions = [session_json(s) for s in reply.get("Sessions") or []]
+    return json_response(sessions, headers=meta_headers(reply))
+
+
+async def session_info(request: web.Request) -> web.StreamResponse:
+    return await _session_read(request, "Session.Get", {"SessionID": _path_id(request)})
+
+
+async def session_list(request: web.Request) -> web.StreamResponse:
+    return await _session_read(request, "Session.List", {})
+
+
+async def session_node(request: web.Request) -> web.StreamResponse:
+    return await _session_read(request, "Session.NodeSessions",
+                               {"Node": _path_id(request, "node")})
