@@ -178,6 +178,8 @@ def test_str_keys_are_utf8_and_bad_types_are_named():
     assert not authz.key_write(b"caf\xc3/x")  # a cut character is another key
     with pytest.raises(TypeError, match="key must be bytes or str, not int"):
         authz.key_read(5)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="node must be str, not bytes"):
+        authz.session_read(b"node1")  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="rules must be Rules, not str"):
         Authorizer("key", True)  # type: ignore[arg-type]
 

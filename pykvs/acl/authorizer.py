@@ -261,6 +261,11 @@ def _as_key(key: object) -> bytes:
     raise TypeError(f"key must be bytes or str, not {type(key).__name__}")
 
 
+def _not_node(node: object) -> None:
+    if not isinstance(node, str):
+        raise TypeError(f"node must be str, not {type(node).__name__}")
+
+
 # ------------------------------------------------------------------------------- authorizer
 
 
@@ -332,9 +337,13 @@ class Authorizer:
 
     # ---------------------------------------------------------------------------- sessions
     def session_read(self, node: str) -> bool:
+        if node.__class__ is not str:
+            _not_node(node)
         return _mask(self._sessions, node) & _R != 0
 
     def session_write(self, node: str) -> bool:
+        if node.__class__ is not str:
+            _not_node(node)
         return _mask(self._sessions, node) & _W != 0
 
     # ---------------------------------------------------------------- operator, acl, snapshot
