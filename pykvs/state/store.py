@@ -72,8 +72,10 @@ class StateSnapshot:
         index: int,
     ) -> StateSnapshot:
         """A version from its trees by table name (see TABLES) and its indexes."""
+        kvs, tombstones, sessions, locks, session_locks = (trees[name] for name in TABLES)
         return cls(
-            *(trees[name] for name in TABLES), kvs_index, tombstones_index, sessions_index, index
+            kvs, tombstones, sessions, locks, session_locks,
+            kvs_index, tombstones_index, sessions_index, index,
         )
 
     # ------------------------------------------------------------------------------ KV
