@@ -263,7 +263,7 @@ def test_resolver_shares_compiled_rules_and_sees_policy_updates():
     tables.add_policy("p", 'key "k" { policy = "write" }')  # updated in place
     assert resolver.resolve("t1").key_write(b"k")
     # More policy sets than the cache holds: old ones are evicted and rebuilt when needed.
-    for n in range(5):
+    for n in range(12):  # also past the point where unused parsed rules are dropped
         tables.add_policy(f"q{n}", f'key "q{n}" {{ policy = "write" }}')
         tables.add_token(f"s{n}", f"q{n}")
         assert resolver.resolve(f"s{n}").key_write(f"q{n}".encode())

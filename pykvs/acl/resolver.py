@@ -84,7 +84,9 @@ class Resolver:
             self._compiled[key] = compiled
             if len(self._compiled) > self._cache_size:
                 self._compiled.popitem(last=False)
-                self._parsed = {k: v for k, v in self._parsed.items() if k in _live(self._compiled)}
+            if len(self._parsed) > 4 * self._cache_size:  # parsed rules no cached set uses
+                live = {pair for cached in self._compiled for pair in cached}
+                self._parsed = {k: v for k, v in self._parsed.items() if k in live}
         else:
             self._compiled.move_to_end(key)
         return compiled.with_accessor(token.accessor_id)
@@ -95,7 +97,3 @@ class Resolver:
         if rules is None:
             rules = self._parsed[key] = policy.parsed_rules()
         return rules
-
-
-def _live(compiled: OrderedDict[tuple[tuple[str, str], ...], Authorizer]) -> set[tuple[str, str]]:
-    return {pair for key in compiled for pair in key}
