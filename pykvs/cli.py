@@ -1,5 +1,5 @@
-"""The ``pykvs`` command: ``pykvs agent`` runs a server (``kv``, ``operator`` and ``snapshot``
-subcommands come with the HTTP API; each registers itself in ``COMMANDS``)."""
+"""The ``pykvs`` command: ``pykvs agent`` runs a server; ``kv``, ``operator raft`` and
+``snapshot`` (pykvs.cli_consul) talk to one over the HTTP API, as the consul CLI does."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 
+from pykvs import cli_consul
 from pykvs.server import agent
 
 # name -> (add the subcommand's arguments to its parser, run it with the parsed namespace)
@@ -82,12 +83,14 @@ def build_parser() -> argparse.ArgumentParser:
     sub.required = True
     for name, (add_arguments, _) in COMMANDS.items():
         add_arguments(sub.add_parser(name, help=f"pykvs {name}"))
+    cli_consul.register(sub)  # kv, operator raft, snapshot: each leaf sets ``run``
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     ns = build_parser().parse_args(argv)
-    return COMMANDS[ns.command][1](ns)
+    run = getattr(ns, "run", None)
+    return run(ns) if run is not None else COMMANDS[ns.command][1](ns)
 
 
 if __name__ == "__main__":
