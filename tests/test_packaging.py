@@ -52,12 +52,20 @@ def test_wheel_builds_installs_and_imports_in_a_fresh_venv(tmp_path: Path) -> No
         "assert 'site-packages' in pykvs.__file__, pykvs.__file__\n"
         "t = r.Tree(); x = t.txn(); x.insert(b'k', b'v', 7); t2, fired = x.commit()\n"
         "assert t2.get(b'k') == b'v' and len(t2) == 1 and t2.max_index() == 7\n"
-        "print('ok')\n"
+        "import pkgutil\n"
+        "walk = pkgutil.walk_packages(pykvs.__path__, 'pykvs.')\n"
+        "found = sorted(m.name for m in walk if m.ispkg)\n"
+        "print(' '.join(found))\n"
     )
     out = subprocess.run(
         [str(python), "-c", probe], cwd=tmp_path, capture_output=True, text=True, check=True
     )
-    assert out.stdout.strip() == "ok"
+    # Every package of the source tree made it into the wheel.
+    expected = sorted(
+        "pykvs." + ".".join(p.parent.relative_to(ROOT / "pykvs").parts)
+        for p in (ROOT / "pykvs").glob("*/__init__.py")
+    )
+    assert out.stdout.split() == expected
 
 
 def test_sdist_carries_the_c_sources(tmp_path: Path) -> None:
