@@ -672,7 +672,13 @@ class Cluster:
         """One single-server change at the leader: bring back a missing server (as a learner
         or straight as a voter), promote a learner, or remove a member (the leader too)."""
         leader = self.leader()
-        if leader is None or leader.core is None:
+        if (
+            leader is None
+            or leader.core is None
+            or not (self.config.pre_vote or self.config.check_quorum)
+        ):
+            # Without either, a removed server that missed its removal keeps calling
+            # elections and deposes leader after leader (as in etcd): no liveness to check.
             return
         rng, conf = self.rng, leader.core.configuration
         missing = [i for i in self.ids if i not in conf.voters and i not in conf.learners]
@@ -754,8 +760,14 @@ class Cluster:
                 node, index, term = probe
                 if node.fsm.applied >= index and self.applied[index][1] == data:
                     return node, index
-                if node.fsm.applied >= index or node.core is None or node.core.term != term:
-                    probe = None  # lost to another leader's entry; propose again
+                leader = self.leader()
+                if (
+                    node.fsm.applied >= index
+                    or node.core is None
+                    or node.core.term != term
+                    or (leader is not None and leader is not node)
+                ):
+                    probe = None  # lost, or a newer leader is up: propose again
             leader = self.leader()
             if probe is None and leader is not None and leader.core is not None:
                 with contextlib.suppress(NotLeaderError):

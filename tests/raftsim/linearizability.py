@@ -24,7 +24,7 @@ make the checker more permissive; the simulator stamps events with a strictly in
 from __future__ import annotations
 
 import math
-from collections.abc import Hashable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -83,6 +83,19 @@ class Model(Protocol):
 
     def describe(self, op: Operation) -> str: ...
 
+    def requires(self, op: Operation) -> tuple[Hashable, ...]:
+        """The state ``op`` can only take effect in, as ``(state,)``; ``()`` when any will do.
+
+        With ``produces`` this lets the search drop a branch as soon as a read can no longer be
+        satisfied (its state is gone and nothing left to linearize can bring it back), instead
+        of finding out after exploring every order of the calls in between.
+        """
+        ...
+
+    def produces(self, op: Operation) -> tuple[Hashable, ...]:
+        """Every state other than the one before that ``op`` may leave behind."""
+        ...
+
 
 class KVModel:
     """A map of independent registers; each key's state is its value, or None when absent.
@@ -130,6 +143,24 @@ class KVModel:
                 continue  # an unanswered read has no effect and constrains nothing
             by_key.setdefault(op.input[1], []).append(op)
         return list(by_key.items())
+
+    def requires(self, op: Operation) -> tuple[Hashable, ...]:
+        kind, output = op.input[0], op.output
+        if kind == "get" and output is not UNKNOWN:
+            return (output,)
+        if kind == "cas" and output is True:
+            return (op.input[2],)
+        return ()
+
+    def produces(self, op: Operation) -> tuple[Hashable, ...]:
+        kind = op.input[0]
+        if kind == "put":
+            return (op.input[2],)
+        if kind == "delete":
+            return (None,)
+        if kind == "cas" and op.output is not False:
+            return (op.input[3],)
+        return ()
 
     def describe(self, op: Operation) -> str:
         ret = "..." if op.ret == math.inf else f"{op.ret:g}"
@@ -189,7 +220,7 @@ def check(
 
 
 def _check_partition(ops: list[Operation], model: Model, max_steps: int) -> CheckResult:
-    """Porcupine's search over a doubly linked list of call and return events."""
+    """Wing & Gong's search over a doubly linked list of call and return events."""
     # Events: position p in [0, 2n) after sorting; calls sort before returns at equal times.
     if not ops:
         return CheckResult(ok=True, model=model)
@@ -203,67 +234,134 @@ def _check_partition(ops: list[Operation], model: Model, max_steps: int) -> Chec
     prv = [head, *range(0, size - 1), 0, size - 1]
     nxt[head] = 0
     op_at = [i for _, _, i in events]
-    is_call = [kind == 0 for _, kind, _ in events]
+    is_call = [kind == 0 for _, kind, _ in events] + [False, False]  # sentinels are not calls
     return_pos = [0] * len(ops)
     for pos, (_, kind, i) in enumerate(events):
         if kind == 1:
             return_pos[i] = pos
 
+    def candidates() -> list[int]:
+        """The calls that may take effect next: those before the first pending return.
+
+        Porcupine tries them in call order; trying the one that must return soonest first
+        finds a correct system's linearization with little or no backtracking, even when a
+        stalled leader leaves dozens of calls overlapping (the order changes nothing else:
+        every candidate is still tried before backing up).
+        """
+        found = []
+        pos = nxt[head]
+        while is_call[pos]:
+            found.append(pos)
+            pos = nxt[pos]
+        found.sort(key=lambda p: return_pos[op_at[p]])
+        return found
+
+    dead_if_left = _dead_read_check(ops, model)
     memo: set[tuple[int, Hashable]] = set()
-    stack: list[tuple[int, Hashable]] = []  # (call position, state before it)
+    # One frame per linearized call: its position, the candidates at that depth and how many
+    # were tried, and the state and set before it.
+    stack: list[tuple[int, list[int], int, Hashable, int]] = []
     state = model.init()
     linearized = 0
     best: list[int] = []
+    deepest_prune = (0, -1)  # (depth, the read a choice there would have stranded)
     steps = 0
-    entry = nxt[head]
+    cands, tried = candidates(), 0
     while nxt[head] != tail:
         steps += 1
         if steps > max_steps:
             if len(stack) > len(best):
-                best = [op_at[p] for p, _ in stack]
-            return _failure(None, ops, model, best, steps)
-        if is_call[entry]:
-            i = op_at[entry]
+                best = [op_at[frame[0]] for frame in stack]
+            return _failure(None, ops, model, best, deepest_prune, steps)
+        chosen = -1
+        while tried < len(cands):
+            pos = cands[tried]
+            tried += 1
+            i = op_at[pos]
             op = ops[i]
             legal, new_state = model.step(state, op.input, op.output)
             if legal:
-                new_linearized = linearized | (1 << i)
-                key = (new_linearized, new_state)
+                key = (linearized | (1 << i), new_state)
                 if key not in memo:
                     memo.add(key)
-                    stack.append((entry, state))
-                    state, linearized = new_state, new_linearized
-                    # Lift the call and its return out of the list.
-                    ret = return_pos[i]
-                    for p in (entry, ret):
-                        nxt[prv[p]] = nxt[p]
-                        prv[nxt[p]] = prv[p]
-                    entry = nxt[head]
-                    continue
-            entry = nxt[entry]
-        else:
-            # A return reached with its call not linearized: undo the last choice (first noting
-            # the deepest linearization tried, for the failure report; a success never needs it).
-            if len(stack) > len(best):
-                best = [op_at[p] for p, _ in stack]
-            if not stack:
-                return _failure(False, ops, model, best, steps)
-            entry, state = stack.pop()
-            i = op_at[entry]
-            linearized &= ~(1 << i)
-            for p in (return_pos[i], entry):
-                nxt[prv[p]] = p
-                prv[nxt[p]] = p
-            entry = nxt[entry]
+                    if new_state != state:
+                        stranded = dead_if_left(state, key[0])
+                        if stranded >= 0:
+                            if len(stack) >= deepest_prune[0]:
+                                deepest_prune = (len(stack), stranded)
+                            continue
+                    chosen = pos
+                    break
+        if chosen >= 0:
+            stack.append((chosen, cands, tried, state, linearized))
+            state, linearized = new_state, linearized | (1 << op_at[chosen])
+            # Lift the call and its return out of the list.
+            for p in (chosen, return_pos[op_at[chosen]]):
+                nxt[prv[p]] = nxt[p]
+                prv[nxt[p]] = prv[p]
+            cands, tried = candidates(), 0
+            continue
+        # No candidate works here: undo the last choice (first noting the deepest
+        # linearization tried, for the failure report; a success never needs it).
+        if len(stack) > len(best):
+            best = [op_at[frame[0]] for frame in stack]
+        if not stack:
+            return _failure(False, ops, model, best, deepest_prune, steps)
+        chosen, cands, tried, state, linearized = stack.pop()
+        for p in (return_pos[op_at[chosen]], chosen):
+            nxt[prv[p]] = p
+            prv[nxt[p]] = p
     return CheckResult(ok=True, steps=steps, model=model)
 
 
+def _dead_read_check(ops: list[Operation], model: Model) -> Callable[[Hashable, int], int]:
+    """Build ``dead(old_state, linearized)``: the index of a pending read that leaving
+    ``old_state`` strands, or -1.
+
+    A call that requires state S (a read of S) and is not yet linearized needs S back before its
+    return; only a not-yet-linearized call that may produce S and is called by then can do it.
+    """
+    requires = getattr(model, "requires", None)
+    produces = getattr(model, "produces", None)
+    if requires is None or produces is None:
+        return lambda old_state, linearized: -1
+    writers: dict[Hashable, list[int]] = {}
+    for i, op in enumerate(ops):
+        for state in produces(op):
+            writers.setdefault(state, []).append(i)
+    # state -> [(reader index, reader bit, bits of the writers that could still serve it)]
+    readers: dict[Hashable, list[tuple[int, int, int]]] = {}
+    for i, op in enumerate(ops):
+        for state in requires(op):
+            mask = 0
+            for w in writers.get(state, ()):
+                if w != i and ops[w].call <= op.ret:
+                    mask |= 1 << w
+            readers.setdefault(state, []).append((i, 1 << i, mask))
+
+    def dead(old_state: Hashable, linearized: int) -> int:
+        for i, reader, serving in readers.get(old_state, ()):
+            if not linearized & reader and not serving & ~linearized:
+                return i
+        return -1
+
+    return dead
+
+
 def _failure(
-    ok: bool | None, ops: list[Operation], model: Model, best: list[int], steps: int
+    ok: bool | None,
+    ops: list[Operation],
+    model: Model,
+    best: list[int],
+    deepest_prune: tuple[int, int],
+    steps: int,
 ) -> CheckResult:
     chosen = set(best)
     pending = [op for i, op in enumerate(ops) if i not in chosen]
     stuck = min(pending, key=lambda o: o.ret) if pending else None
+    depth, stranded = deepest_prune
+    if stranded >= 0 and depth >= len(best):
+        stuck = ops[stranded]  # every way on from the longest prefix strands this read
     return CheckResult(
         ok=ok,
         operations=list(ops),
