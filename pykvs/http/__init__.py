@@ -98,10 +98,11 @@ class HTTPServer:
 async def start(server: Server, host: str = "127.0.0.1", port: int = 8500) -> HTTPServer:
     """Serve the HTTP API of ``server`` on ``host:port`` (0 picks a free port)."""
     snapshot.register(server)
-    runner = web.AppRunner(make_app(server), access_log=None, handle_signals=False)
-    await runner.setup()
     # Blocking queries may be waiting: do not let them hold the agent's shutdown.
-    site = web.TCPSite(runner, host, port, shutdown_timeout=0.5)
+    runner = web.AppRunner(make_app(server), access_log=None, handle_signals=False,
+                           shutdown_timeout=0.5)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port)
     try:
         await site.start()
     except BaseException:
