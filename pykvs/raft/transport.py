@@ -119,6 +119,10 @@ class _Link:
         self.eof = False
         self.connected = False
         self.closed = False  # the link was retired (peer removed, transport closed)
+        # Set by stop(). Cancellation alone is not enough: on Python 3.11 asyncio.wait_for can
+        # swallow a cancel that lands as its inner await completes (the drain or dial here),
+        # and the loop would then wait for work forever. The loops check this flag as well.
+        self.stopping = False
         self.stats = {"sent": 0, "dropped": 0, "connects": 0, "dial_failures": 0}
         self.task = asyncio.get_running_loop().create_task(
             self._run(), name=f"raft-link {transport.local_id}->{peer} {lane}")
@@ -141,6 +145,12 @@ class _Link:
         self.queue.append(body)
         self.wakeup.set()
 
+    def stop(self) -> None:
+        """Retire the link: its task ends and queued messages are dropped."""
+        self.stopping = True
+        self.wakeup.set()
+        self.task.cancel()
+
     async def _run(self) -> None:
         try:
             await self._dial_loop()
@@ -152,7 +162,7 @@ class _Link:
         t = self.transport
         loop = asyncio.get_running_loop()
         backoff = t.backoff_min
-        while True:
+        while not self.stopping:
             address = t.peers.get(self.peer)
             up_since: float | None = None
             if address is not None:
@@ -167,13 +177,16 @@ class _Link:
                     up_since = loop.time()
                     self.stats["connects"] += 1
                     try:
-                        await self._pump(reader, writer)
+                        if not self.stopping:
+                            await self._pump(reader, writer)
                     except (OSError, asyncio.TimeoutError, ConnectionError) as exc:
                         log.info("%s: %s connection to %s lost: %r", t.local_id, self.lane,
                                  self.peer, exc)
                     finally:
                         self.connected = False
                         await _close_writer(writer)
+            if self.stopping:
+                return
             if up_since is not None and loop.time() - up_since >= t.backoff_max:
                 backoff = t.backoff_min  # it was up for a while: start the back-off over
             await asyncio.sleep(backoff * (0.5 + t.rng.random() / 2))
@@ -195,7 +208,7 @@ class _Link:
         watcher = asyncio.get_running_loop().create_task(self._watch_eof(reader))
         self.connected = True
         try:
-            while True:
+            while not self.stopping:
                 if self.eof:
                     raise ConnectionResetError(f"{self.peer} closed the connection")
                 if not self.queue:
@@ -298,6 +311,8 @@ class TCPTransport:
         if self._closed:
             return
         self._closed = True
+        for link in self._links.values():
+            link.stop()
         tasks = [link.task for link in self._links.values()] + list(self._retired)
         self._links.clear()
         if self._server is not None:
@@ -319,7 +334,7 @@ class TCPTransport:
         for key, link in list(self._links.items()):
             if peers.get(link.peer) != self.peers.get(link.peer):
                 del self._links[key]
-                link.task.cancel()
+                link.stop()
                 self._retired.add(link.task)
                 link.task.add_done_callback(self._retired.discard)
         self.peers = {p: a for p, a in peers.items() if p != self.local_id}
