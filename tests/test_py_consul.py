@@ -5,66 +5,20 @@ agent self, snapshot save and restore. One agent serves the whole module."""
 from __future__ import annotations
 
 import base64
-import signal
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 consul = pytest.importorskip("consul")
 consul_errors = pytest.importorskip("consul.exceptions")
 
+from test_cli_consul import AgentProcess  # noqa: E402  (after the skip checks)
 
-class AgentProcess:
-    """One ``pykvs agent`` (a single server that bootstraps itself) on ephemeral ports."""
 
-    def __init__(self, root: Path, name: str, *flags: str) -> None:
-        self.name = name
-        root.mkdir(parents=True, exist_ok=True)
-        self.log = open(root / f"{name}.log", "ab")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "pykvs.cli", "agent", "--node", name, "--data-dir",
-             str(root / name), "--http-port", "0", "--rpc-port", "0", "--rpc-hold-timeout",
-             "5", *flags],
-            stdout=subprocess.PIPE, stderr=self.log)
-        line: list[bytes] = []
-        reader = threading.Thread(target=lambda: line.append(self.proc.stdout.readline()),
-                                  daemon=True)  # type: ignore[union-attr]
-        reader.start()
-        reader.join(30)
-        if not line or not line[0]:
-            self.stop()
-            raise AssertionError(f"{name}: no start-up line (exit {self.proc.poll()})")
-        fields = dict(part.split("=", 1) for part in line[0].decode().split())
-        self.http, self.rpc = fields["http"], fields["rpc"]
-        self.host, port = self.http.rsplit(":", 1)
-        self.port = int(port)
-
-    def client(self) -> consul.Consul:
-        return consul.Consul(host=self.host, port=self.port)
-
-    def wait_leader(self, timeout: float = 30) -> None:
-        c = self.client()
-        deadline = time.monotonic() + timeout
-        while not c.status.leader():
-            assert time.monotonic() < deadline, f"{self.name}: no leader"
-            time.sleep(0.05)
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        if self.proc.stdout is not None:
-            self.proc.stdout.close()
-        self.log.close()
+def client(agent: AgentProcess) -> consul.Consul:
+    return consul.Consul(host=agent.host, port=agent.port)
 
 
 @pytest.fixture(scope="module")
@@ -78,7 +32,7 @@ def agent(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AgentProcess]:
 
 
 def test_kv_put_get_delete_with_every_option(agent: AgentProcess) -> None:
-    c = agent.client()
+    c = client(agent)
     assert c.kv.put("pc/a", "1") is True
     assert c.kv.put("pc/b/c", b"\x00\xffbinary", flags=42) is True
     assert c.kv.put("pc/b/d", None) is True  # an empty value reads back as None
@@ -122,7 +76,7 @@ def test_kv_put_get_delete_with_every_option(agent: AgentProcess) -> None:
 
 
 def test_locks_with_sessions(agent: AgentProcess) -> None:
-    c = agent.client()
+    c = client(agent)
     sid = c.session.create(name="worker", ttl=30, lock_delay=0, behavior="release")
     other = c.session.create(name="rival", lock_delay=0)
     assert c.kv.put("lock/a", "held", acquire=sid) is True
@@ -147,7 +101,7 @@ def test_locks_with_sessions(agent: AgentProcess) -> None:
 
 
 def test_sessions_create_info_list_node_renew_destroy(agent: AgentProcess) -> None:
-    c = agent.client()
+    c = client(agent)
     sid = c.session.create(name="s1", ttl=20, lock_delay=5)
     _, info = c.session.info(sid)
     assert info["ID"] == sid and info["Name"] == "s1" and info["TTL"] == "20s"
@@ -168,7 +122,7 @@ def test_sessions_create_info_list_node_renew_destroy(agent: AgentProcess) -> No
 
 
 def test_blocking_get_waits_for_a_change_or_the_wait(agent: AgentProcess) -> None:
-    c = agent.client()
+    c = client(agent)
     c.kv.put("block/k", "v1")
     index, _ = c.kv.get("block/k")
     started = time.monotonic()
@@ -178,7 +132,7 @@ def test_blocking_get_waits_for_a_change_or_the_wait(agent: AgentProcess) -> Non
 
     results: list[tuple[str, dict]] = []
     waiter = threading.Thread(target=lambda: results.append(
-        agent.client().kv.get("block/k", index=index, wait="20s")))
+        client(agent).kv.get("block/k", index=index, wait="20s")))
     waiter.start()
     time.sleep(0.2)  # give the blocking query time to park (the answer does not depend on it)
     c.kv.put("block/k", "v2")
@@ -189,7 +143,7 @@ def test_blocking_get_waits_for_a_change_or_the_wait(agent: AgentProcess) -> Non
     # a prefix blocks too, and wakes on a delete under it
     index, _ = c.kv.get("block/", recurse=True)
     waiter = threading.Thread(target=lambda: results.append(
-        agent.client().kv.get("block/", recurse=True, index=index, wait="20s")))
+        client(agent).kv.get("block/", recurse=True, index=index, wait="20s")))
     waiter.start()
     c.kv.delete("block/k")
     waiter.join(15)
@@ -197,7 +151,7 @@ def test_blocking_get_waits_for_a_change_or_the_wait(agent: AgentProcess) -> Non
 
 
 def test_txn(agent: AgentProcess) -> None:
-    c = agent.client()
+    c = client(agent)
 
     def b64(text: str) -> str:
         return base64.b64encode(text.encode()).decode()
@@ -234,7 +188,7 @@ def test_txn(agent: AgentProcess) -> None:
 
 
 def test_status_operator_agent_self(agent: AgentProcess) -> None:
-    c = agent.client()
+    c = client(agent)
     assert c.status.leader() == agent.rpc
     assert c.status.peers() == [agent.rpc]
     config = c.operator.raft_config()
@@ -247,7 +201,7 @@ def test_status_operator_agent_self(agent: AgentProcess) -> None:
 
 
 def test_snapshot_save_and_restore(agent: AgentProcess) -> None:
-    c = agent.client()
+    c = client(agent)
     c.kv.put("snap/keep", "original", flags=3)
     c.kv.put("snap/other", "o")
     archive = c.snapshot.save()
