@@ -102,7 +102,8 @@ class HTTPClient:
 def _read_all(resp: Any, progress: Callable[[int, int | None], None] | None) -> bytes:
     total = resp.headers.get("Content-Length")
     size = int(total) if total and total.isdigit() else None
-    parts, done = [], 0
+    parts: list[bytes] = []
+    done = 0
     while True:
         chunk = resp.read(CHUNK)
         if not chunk:

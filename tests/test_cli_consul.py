@@ -290,3 +290,25 @@ def test_operator_raft_on_three_agents(tmp_path: Path, capsys: pytest.CaptureFix
     finally:
         for agent in started:
             agent.stop()
+
+
+def test_progress_bar_only_on_a_terminal() -> None:
+    from pykvs.cli_consul import progress_bar
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    screen = Terminal()
+    report = progress_bar("Saving snapshot", screen)
+    for done in (0, 1 << 20, 2 << 20):
+        report(done, 2 << 20)
+    frames = screen.getvalue().split("\r")[1:]
+    assert frames[0].startswith("Saving snapshot [" + "." * 30 + "] 0.0 MiB")
+    assert frames[-1] == "Saving snapshot [" + "#" * 30 + "] 2.0 MiB\n"
+    report_unknown = progress_bar("Saving snapshot", screen)
+    report_unknown(3 << 20, None)
+    assert screen.getvalue().endswith("\rSaving snapshot 3.0 MiB")
+    piped = io.StringIO()
+    progress_bar("Saving snapshot", piped)(1, 2)
+    assert piped.getvalue() == ""

@@ -6,9 +6,9 @@ on stdout, ``http=HOST:P rpc=HOST:Q``, with the ports actually bound (flags may 
 tests and scripts can find it. SIGINT or SIGTERM closes the server (the node, then the data
 directory) and the process exits 0; a restart resumes from the data directory.
 
-The HTTP API is the HTTP layer's: if ``pykvs.http`` offers ``start(server, host, port)``
-(awaitable, returning an object with an ``address`` "host:port" and an awaitable ``close()``),
-the agent starts it; until then the line names the address it would bind.
+The HTTP API (Consul's, pykvs.http) runs in the same process and calls this server in-process:
+``pykvs.http.start(server, host, port)`` binds ``--bind``:``--http-port`` (0 picks a port) and
+returns a handle with the bound ``address`` and ``close()``; it stops before the server does.
 """
 
 from __future__ import annotations
