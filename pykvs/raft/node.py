@@ -11,11 +11,19 @@ proposal, read, membership change) wakes the Ready loop, which, for each ``Ready
 2. sends the messages (a SNAPSHOT message starts a stream of the body on the bulk lane);
 3. installs a snapshot from the leader into the FSM;
 4. applies committed entries to the FSM in order, resolving the futures of the proposals they
-   carry;
-5. answers ReadIndex requests whose index is now applied, then ``core.advance()``.
+   carry, and answers ReadIndex requests whose index is now applied; then ``core.advance()``.
 
-Everything from step 2 to ``advance()`` runs without yielding to the loop, so other tasks always
-see the FSM at exactly the core's applied index.
+Two orderings are relaxed where Raft allows it, because each fsync waited for is latency every
+write pays: a leader sends AppendEntries/heartbeats before its own write of the same Ready is
+durable (Raft thesis 10.2.1; the core counts the leader towards a commit only after
+``advance()``), and a Ready that only moves the commit index is applied without waiting for
+that write (the index is not needed for safety: the next Ready's write carries it, or a
+background write one tick later). Votes, terms and a follower's acknowledgements are always
+sent after their write.
+
+Everything from the end of the write to ``advance()`` runs without yielding to the loop, so
+other tasks always see the FSM at exactly the core's applied index; snapshots are captured
+there, between two Readies.
 
 Guarantees to callers: ``apply()`` resolves only once its entry is committed (durable on a
 quorum) **and** applied here; it never hangs on a lost proposal: losing leadership fails it
@@ -23,12 +31,13 @@ with ``LeadershipLostError`` (its outcome is then unknown), an entry replaced by
 leader's fails it with ``ProposalDroppedError`` (it was not applied). A failed durable write
 stops the node (``NodeFailedError``): a Raft server must not go on after its disk lied.
 
-Snapshots: when ``applied - first_index`` passes ``snapshot_threshold`` (or on ``snapshot()``),
-the FSM's O(1) point-in-time copy is streamed into the SnapshotStore from a worker thread, and the
-log is compacted up to ``trailing_entries`` behind it. A follower that needs compacted entries
-receives the body in chunks on the transport's bulk lane (``["snap", "begin"|"chunk"|"end",
-...]`` frames, heartbeats never wait behind them); the SNAPSHOT message itself rides in the
-"end" frame and is stepped into the follower's core only once the whole body is durable there.
+Snapshots: when ``applied`` passes the last snapshot by ``snapshot_threshold`` (or on
+``snapshot()``), the FSM's O(1) point-in-time copy is streamed into the SnapshotStore from a
+worker thread, and the log is compacted up to ``trailing_entries`` behind it. A follower that
+needs compacted entries receives the body in chunks on the transport's bulk lane
+(``["snap", "begin"|"chunk"|"end", ...]`` frames; heartbeats never wait behind them); the
+SNAPSHOT message itself rides in the "end" frame and is stepped into the follower's core only
+once the whole body is durable there.
 """
 
 from __future__ import annotations
@@ -57,7 +66,7 @@ from pykvs.raft.interfaces import LogStore, SnapshotStore
 from pykvs.raft.messages import Message, MessageKind
 from pykvs.raft.progress import ProgressState
 from pykvs.raft.transport import TCPTransport, split_address
-from pykvs.raft.types import Configuration, Entry, EntryType, SnapshotMeta
+from pykvs.raft.types import Configuration, Entry, EntryType, HardState, SnapshotMeta
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +84,9 @@ __all__ = [
 ]
 
 _SNAP = "snap"  # first item of every bulk-lane frame (control frames start with an int)
+# What a leader may send before its own write of the same Ready is durable.
+_LEADER_KINDS = frozenset({MessageKind.APPEND, MessageKind.HEARTBEAT, MessageKind.SNAPSHOT,
+                           MessageKind.TIMEOUT_NOW, MessageKind.READ_INDEX_RESP})
 
 
 class RaftError(Exception):
@@ -254,8 +266,12 @@ class RaftNode:
         self._known_addresses: dict[str, str] = dict(self._static_peers)
         self._peers_sent: dict[str, str] | None = None
         self._conf_seen: Configuration | None = None
-        self._snapshot_lock = asyncio.Lock()
-        self._auto_snapshot: asyncio.Task[None] | None = None
+        self._snapshot_waiters: list[asyncio.Future[SnapshotMeta]] = []
+        self._snapshot_task: asyncio.Task[None] | None = None
+        self._snapshot_retry_at = 0.0  # after a failed automatic snapshot, wait before retrying
+        self._durable_vote: tuple[int, str | None] = (0, None)
+        self._deferred_hard_state: HardState | None = None  # a commit index not yet written
+        self._deferred_flush: asyncio.TimerHandle | None = None
         self._snapshot_senders: dict[str, asyncio.Task[None]] = {}
         self._incoming: dict[str, _Incoming] = {}
         self._transfer_ids = itertools.count(1)
@@ -318,11 +334,13 @@ class RaftNode:
             await self._closed.wait()
             return
         self._closing = True
+        if self._deferred_flush is not None:
+            self._deferred_flush.cancel()
         current = asyncio.current_task()
         tasks = [t for t in [*self._tasks, *self._snapshot_senders.values(), *self._side_tasks]
                  if t is not current]
-        if self._auto_snapshot is not None and self._auto_snapshot is not current:
-            tasks.append(self._auto_snapshot)
+        if self._snapshot_task is not None and self._snapshot_task is not current:
+            tasks.append(self._snapshot_task)
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -443,7 +461,10 @@ class RaftNode:
         """Snapshot the FSM into the SnapshotStore and compact the log (keeping the trailing
         window); returns the snapshot's metadata."""
         self._require_core()
-        return await self._take_snapshot()
+        fut: asyncio.Future[SnapshotMeta] = asyncio.get_running_loop().create_future()
+        self._snapshot_waiters.append(fut)
+        self._wake()  # the Ready loop takes it between two Readies
+        return await fut
 
     def stats(self) -> dict[str, Any]:
         """A picture of this server for operators and tests."""
@@ -552,6 +573,10 @@ class RaftNode:
         for read in reads.values():
             if not read.future.done():
                 read.future.set_exception(make_error())
+        waiters, self._snapshot_waiters = self._snapshot_waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_exception(make_error())
 
     # -- the Ready loop ----------------------------------------------------------------------
 
@@ -569,42 +594,106 @@ class RaftNode:
     async def _ready_loop(self) -> None:
         core = self._core
         assert core is not None
+        self._durable_vote = (self._log.hard_state().term, self._log.hard_state().vote)
         try:
             while True:
                 await self._wakeup.wait()
                 self._wakeup.clear()
                 while core.has_ready():
                     rd = core.ready()
-                    await self._persist(rd)
-                    self._handle_ready(core, rd)  # no await: see the module docstring
+                    await self._process(core, rd)
                     core.advance(rd)
-                    self._after_advance(core)
+                    self._observe(core)
+                    self._maybe_snapshot(core)
                 self._observe(core)
+                self._maybe_snapshot(core)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            log.critical("%s: raft node stopping after an unrecoverable error: %r", self.id, exc,
-                         exc_info=True)
-            self.failure = exc
-            self._tasks = [t for t in self._tasks if t is not asyncio.current_task()]
-            task = asyncio.get_running_loop().create_task(self.close())
-            self._side_tasks.add(task)
-            task.add_done_callback(self._side_tasks.discard)
+            self._fail(exc)
+
+    def _fail(self, exc: BaseException) -> None:
+        """Stop the node after an unrecoverable error (a failed write, an FSM bug)."""
+        if self.failure is not None or self._closing:
+            return
+        log.critical("%s: raft node stopping after an unrecoverable error: %r", self.id, exc,
+                     exc_info=exc)
+        self.failure = exc
+        current = asyncio.current_task()
+        self._tasks = [t for t in self._tasks if t is not current]
+        task = asyncio.get_running_loop().create_task(self.close())
+        self._side_tasks.add(task)
+        task.add_done_callback(self._side_tasks.discard)
+
+    async def _process(self, core: RaftCore, rd: Ready) -> None:
+        """Persist, send, install and apply one Ready, in the order safety needs (no stricter:
+        every fsync waited for here is latency every write pays)."""
+        self.counters["readies"] += 1
+        hs = rd.hard_state
+        vote_unchanged = hs is None or (hs.term, hs.vote) == self._durable_vote
+        if hs is not None:
+            self._durable_vote = (hs.term, hs.vote)
+        if vote_unchanged and not rd.entries and rd.snapshot is None:
+            # At most a new commit index to persist. Nothing depends on it being durable (a
+            # restarted server re-learns it from the leader; the entries it covers are durable
+            # on a quorum already), so apply now and let the next Ready's write carry it, or a
+            # background write one tick later if none comes.
+            if hs is not None:
+                self._defer_hard_state(hs)
+            self._send_all(core, rd.messages)
+            self._apply_ready(rd)
+            return
+        early: list[Message] = []
+        late = rd.messages
+        if vote_unchanged and rd.snapshot is None and core.role is Role.LEADER:
+            # A leader may replicate while it writes its own log (Raft thesis 10.2.1): it
+            # counts itself towards a commit only once advance() says its entries are durable.
+            early = [m for m in rd.messages if m.kind in _LEADER_KINDS]
+            late = [m for m in rd.messages if m.kind not in _LEADER_KINDS]
+        self._send_all(core, early)
+        await self._persist(rd)
+        # From here to advance() nothing yields: see the module docstring.
+        self._send_all(core, late)
+        self._apply_ready(rd)
 
     async def _persist(self, rd: Ready) -> None:
-        if rd.hard_state is None and not rd.entries and rd.snapshot is None:
+        self.counters["saves"] += 1
+        hard_state = rd.hard_state or self._deferred_hard_state  # a newer one supersedes it
+        self._deferred_hard_state = None
+        save_async = getattr(self._log, "save_async", None)
+        if save_async is not None:
+            await save_async(hard_state, rd.entries, rd.snapshot)
+        else:
+            self._log.save(hard_state, rd.entries, rd.snapshot)
+
+    def _defer_hard_state(self, hard_state: HardState) -> None:
+        self._deferred_hard_state = hard_state
+        if self._deferred_flush is None:
+            self._deferred_flush = asyncio.get_running_loop().call_later(
+                self.config.tick_interval, self._flush_hard_state)
+
+    def _flush_hard_state(self) -> None:
+        self._deferred_flush = None
+        hard_state, self._deferred_hard_state = self._deferred_hard_state, None
+        if hard_state is None or self._closing:
             return
         self.counters["saves"] += 1
         save_async = getattr(self._log, "save_async", None)
-        if save_async is not None:
-            await save_async(rd.hard_state, rd.entries, rd.snapshot)
-        else:
-            self._log.save(rd.hard_state, rd.entries, rd.snapshot)
+        if save_async is None:
+            self._log.save(hard_state, ())
+            return
 
-    def _handle_ready(self, core: RaftCore, rd: Ready) -> None:
-        self.counters["readies"] += 1
-        for message in rd.messages:
+        def check(done: asyncio.Future[None]) -> None:
+            if not done.cancelled() and done.exception() is not None:
+                self._fail(done.exception())  # type: ignore[arg-type]
+
+        save_async(hard_state, ()).add_done_callback(check)
+
+    def _send_all(self, core: RaftCore, messages: list[Message]) -> None:
+        for message in messages:
             self._send(core, message)
+
+    def _apply_ready(self, rd: Ready) -> None:
         if rd.snapshot is not None:
             self._install_snapshot(rd.snapshot)
         if rd.committed_entries:
@@ -614,15 +703,6 @@ class RaftNode:
             if read is not None:
                 read.index = read_state.index
         self._serve_reads()
-
-    def _after_advance(self, core: RaftCore) -> None:
-        self._observe(core)
-        if (
-            self._auto_snapshot is None
-            and not core.snapshot_pending
-            and core.applied_index - self._snapshot_index() >= self.config.snapshot_threshold
-        ):
-            self._auto_snapshot = asyncio.get_running_loop().create_task(self._snapshot_quietly())
 
     def _observe(self, core: RaftCore) -> None:
         """React to role, leader and membership changes."""
@@ -736,38 +816,55 @@ class RaftNode:
 
     # -- snapshots: taking -------------------------------------------------------------------
 
-    async def _snapshot_quietly(self) -> None:
-        try:
-            await self._take_snapshot()
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            log.warning("%s: automatic snapshot failed: %r", self.id, exc)
-        finally:
-            self._auto_snapshot = None
+    def _maybe_snapshot(self, core: RaftCore) -> None:
+        """Between two Readies (the FSM is exactly at the core's applied index), capture a
+        snapshot when one was asked for or the log passed the threshold; a task writes it."""
+        if self._snapshot_task is not None or self._closing:
+            return
+        applied, base = core.applied_index, self._snapshot_index()
+        automatic = (applied - base >= self.config.snapshot_threshold
+                     and time.monotonic() >= self._snapshot_retry_at)
+        if not (self._snapshot_waiters or automatic):
+            return
+        waiters, self._snapshot_waiters = self._snapshot_waiters, []
+        if core.snapshot_pending or applied <= base:
+            existing = self._log.snapshot_meta()
+            for waiter in waiters:
+                if core.snapshot_pending or existing is None:
+                    waiter.set_exception(RaftError(
+                        f"{self.id}: nothing to snapshot (applied {applied}) or a snapshot "
+                        f"from the leader is being installed"))
+                else:
+                    waiter.set_result(existing)  # nothing new since the last snapshot
+            return
+        meta = core.snapshot_meta(applied)
+        image = self._fsm.snapshot(meta.term)  # O(1) point-in-time copy of the state
+        self._snapshot_task = asyncio.get_running_loop().create_task(
+            self._finish_snapshot(meta, image, waiters), name=f"raft-snapshot {self.id}")
 
-    async def _take_snapshot(self) -> SnapshotMeta:
-        async with self._snapshot_lock:
-            core = self._require_core()
-            if core.snapshot_pending:
-                raise RaftError(f"{self.id}: a snapshot from the leader is being installed")
-            if core.applied_index <= self._snapshot_index():
-                existing = self._log.snapshot_meta()
-                if existing is None:
-                    raise RaftError(f"{self.id}: nothing applied yet, nothing to snapshot")
-                return existing  # nothing new since the last snapshot
-            meta = core.snapshot_meta(core.applied_index)
-            image = self._fsm.snapshot(meta.term)  # O(1) point-in-time copy of the state
+    async def _finish_snapshot(self, meta: SnapshotMeta, image: Any,
+                               waiters: list[asyncio.Future[SnapshotMeta]]) -> None:
+        try:
             meta = await asyncio.to_thread(self._write_snapshot, meta, image)
             core = self._require_core()
             if not core.snapshot_pending:
-                upto = max(0, meta.index - self.config.trailing_entries)
                 # One short durable write; the core owns its calls into the LogStore.
-                core.compact(upto, meta)
+                core.compact(max(0, meta.index - self.config.trailing_entries), meta)
             self.counters["snapshots_taken"] += 1
             log.info("%s: snapshot at index %d (%d bytes), log compacted", self.id, meta.index,
                      meta.size)
-            return meta
+            for waiter in waiters:
+                if not waiter.done():
+                    waiter.set_result(meta)
+        except Exception as exc:
+            log.warning("%s: snapshot at index %d failed: %r", self.id, meta.index, exc)
+            self._snapshot_retry_at = time.monotonic() + 10 * self.config.election_timeout
+            for waiter in waiters:
+                if not waiter.done():
+                    waiter.set_exception(exc)
+        finally:
+            self._snapshot_task = None
+            self._wake()
 
     def _snapshot_index(self) -> int:
         meta = self._log.snapshot_meta()

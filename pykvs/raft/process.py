@@ -15,11 +15,13 @@ Client protocol (``--client`` port): frames ``u32_be(length) || msgpack``; a req
 ``[id, op, {args}]``, answered (in any order) by ``[id, true, result]`` or
 ``[id, false, {"error": name, "message": str, "leader": id or nil}]``. Ops:
 
-``set`` {key, value} -> True (after commit and apply) | ``get`` {key, consistency:
-"default"|"consistent"|"stale"} -> {index, value} | ``dump`` {prefix} -> {applied, items:
-[[key, value], ...]} (this server's state, stale) | ``status`` -> node stats | ``barrier`` ->
-index | ``snapshot`` -> snapshot index | ``add_voter`` / ``add_learner`` {id, address} ->
-index | ``remove`` {id} -> index | ``transfer`` {to (optional)} -> new leader id.
+- ``set`` {key, value} -> True (after commit and apply)
+- ``get`` {key, consistency: "default"|"consistent"|"stale"} -> {index, value}
+- ``dump`` {prefix} -> {applied, items: [[key, value], ...]} (this server's state, stale)
+- ``status`` -> node and storage stats
+- ``barrier`` -> index; ``snapshot`` -> snapshot index
+- ``add_voter`` / ``add_learner`` {id, address} -> index; ``remove`` {id} -> index
+- ``transfer`` {to (optional)} -> the new leader's id
 """
 
 from __future__ import annotations
@@ -133,9 +135,10 @@ class Client:
 class ClientServer:
     """Serves the client protocol against one node and its FSM."""
 
-    def __init__(self, node: RaftNode, fsm: FSM) -> None:
+    def __init__(self, node: RaftNode, fsm: FSM, storage: LMDBStorage | None = None) -> None:
         self.node = node
         self.fsm = fsm
+        self.storage = storage
         self._connections: set[asyncio.Task[Any]] = set()
 
     async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -202,7 +205,10 @@ class ClientServer:
             _, entries = self.fsm.store.kv_list(bytes(args.get("prefix", b"")))
             return {"applied": node.applied_index, "items": [[e.key, e.value] for e in entries]}
         if op == "status":
-            return node.stats()
+            stats = node.stats()
+            if self.storage is not None:
+                stats["storage"] = self.storage.stats()
+            return stats
         if op == "barrier":
             return await node.barrier()
         if op == "snapshot":
@@ -256,7 +262,7 @@ async def run(args: argparse.Namespace) -> int:
                         trailing_entries=args.trailing)
     node = RaftNode(config, storage.log, storage.snapshots, fsm, bind=args.bind,
                     peers=dict(args.peer), bootstrap=args.bootstrap)
-    clients = ClientServer(node, fsm)
+    clients = ClientServer(node, fsm, storage)
     server: asyncio.Server | None = None
     try:
         await node.start()
