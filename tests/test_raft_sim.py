@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import random
 import traceback
+from typing import Any
 
 import pytest
 from raftsim.cluster import (
@@ -24,7 +25,7 @@ from pykvs.raft.types import Entry, EntryType
 # --- the simulated network ---------------------------------------------------------------------
 
 
-def drain(net: Network, until: int) -> list[tuple[int, object, object, object]]:
+def drain(net: Network, until: int) -> list[tuple[int, Any, Any, Any]]:
     """Deliver everything due up to ``until``, stamped with the time it arrived."""
     out = []
     for now in range(until + 1):

@@ -19,7 +19,7 @@ import contextlib
 import json
 import random
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -307,8 +307,8 @@ class Cluster:
         self.stats.crashes += 1
         self.note("crash", node_id)
 
-    def deliver(self, src: str, dst: str, payload: tuple[Message, bytes | None]) -> None:
-        node = self.nodes[dst]
+    def deliver(self, dst: Hashable, payload: tuple[Message, bytes | None]) -> None:
+        node = self.nodes[str(dst)]
         if node.core is None:
             return
         message, body = payload
@@ -705,8 +705,8 @@ class Cluster:
     def step_time(self, client_traffic: bool, faults: bool) -> None:
         """Advance the clock by one unit and do everything due in it."""
         now = self.now
-        for src, dst, payload in self.network.deliver(now):
-            self.deliver(src, dst, payload)
+        for _, dst, payload in self.network.deliver(now):
+            self.deliver(dst, payload)
         for node in self.nodes.values():
             if node.ready is not None and node.persist_at <= now and node.core is not None:
                 self.finish_ready(node)
