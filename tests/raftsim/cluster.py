@@ -48,14 +48,16 @@ TICK = 10  # time units per Raft tick; message delays and disk delays are a few 
 # "partitions" isolates leaders and leaves them be, so a deposed leader lingers next to a new one
 # (stale reads, lost writes); "crashes" kills leaders often (the "figure 8" histories).
 # "membership" removes, adds back and promotes servers (one single-server change at a time).
+# "pause" freezes a server (a GC or VM pause): no ticks, no disk, its messages held until it wakes.
 FAULT_ACTIONS = [
-    *("partition", "isolate", "block", "heal", "crash", "restart", "transfer", "membership")
+    *("partition", "isolate", "block", "heal", "crash", "restart", "transfer", "membership"),
+    "pause",
 ]
 FAULT_PROFILES: dict[str, tuple[float, list[int]]] = {
-    "mixed": (0.08, [3, 4, 1, 2, 2, 2, 1, 1]),
-    "partitions": (0.04, [3, 6, 1, 1, 0, 0, 1, 0]),
-    "crashes": (0.1, [1, 1, 0, 1, 5, 5, 1, 0]),
-    "membership": (0.1, [1, 2, 0, 2, 2, 2, 1, 6]),
+    "mixed": (0.08, [3, 4, 1, 2, 2, 2, 1, 1, 1]),
+    "partitions": (0.04, [3, 6, 1, 1, 0, 0, 1, 0, 2]),
+    "crashes": (0.1, [1, 1, 0, 1, 5, 5, 1, 0, 1]),
+    "membership": (0.1, [1, 2, 0, 2, 2, 2, 1, 6, 0]),
 }
 
 
@@ -171,6 +173,7 @@ class SimStats:
     crashes: int = 0
     partitions: int = 0
     transfers: int = 0
+    pauses: int = 0
     membership_changes: int = 0
     snapshots_taken: int = 0
     snapshots_installed: int = 0
@@ -204,6 +207,8 @@ class SimNode:
         self.reads_waiting: list[tuple[int, int, str]] = []  # (read index, op id, key)
         self.incoming_snapshots: dict[tuple[int, int], bytes] = {}
         self.last_role: Role | None = None
+        self.paused_until = 0
+        self.held: list[tuple[Message, bytes | None]] = []  # delivered while paused
         self.last_term = 0
         self.last_commit = 0
         self.checked_leader_term = 0
@@ -222,6 +227,8 @@ class SimNode:
         self.read_requests.clear()
         self.reads_waiting.clear()
         self.incoming_snapshots.clear()
+        self.paused_until = 0
+        self.held.clear()
         self.last_role = None
         self.last_commit = 0
         return lost
@@ -310,6 +317,9 @@ class Cluster:
     def deliver(self, dst: Hashable, payload: tuple[Message, bytes | None]) -> None:
         node = self.nodes[str(dst)]
         if node.core is None:
+            return
+        if node.paused_until > self.now:
+            node.held.append(payload)
             return
         message, body = payload
         if body is not None and message.snapshot is not None:
@@ -564,6 +574,8 @@ class Cluster:
             self.client_server[client] = None
             return
         self.client_server[client] = node.id
+        if node.paused_until > self.now:
+            return  # it does not answer; the client tries again later
         key = f"k{self.rng.randrange(self.config.keys)}"
         roll = self.rng.random()
         self.values_written += 1
@@ -622,10 +634,12 @@ class Cluster:
     # --- faults ------------------------------------------------------------------------------
 
     def leader(self) -> SimNode | None:
-        """The live leader of the highest term, if any."""
+        """The live, awake leader of the highest term, if any."""
         best, best_term = None, -1
         for node in self.nodes.values():
             core = node.core
+            if node.paused_until > self.now:
+                continue
             if core is not None and core.role == Role.LEADER and core.term > best_term:
                 best, best_term = node, core.term
         return best
@@ -655,6 +669,11 @@ class Cluster:
             self.crash(leader.id if leader and rng.random() < 0.5 else rng.choice(alive))
         elif action == "restart" and dead:
             self.start(rng.choice(dead))
+        elif action == "pause" and alive:
+            leader = self.leader()  # half the time the leader: it wakes up deposed
+            paused = leader.id if leader and rng.random() < 0.5 else rng.choice(alive)
+            self.nodes[paused].paused_until = self.now + rng.randint(5, 40) * TICK
+            self.stats.pauses += 1
         elif action == "membership":
             self.change_membership()
         elif action == "transfer":
@@ -705,15 +724,25 @@ class Cluster:
     def step_time(self, client_traffic: bool, faults: bool) -> None:
         """Advance the clock by one unit and do everything due in it."""
         now = self.now
+        for node in self.nodes.values():
+            if node.held and node.paused_until <= now:
+                held, node.held = node.held, []
+                for payload in held:
+                    self.deliver(node.id, payload)
         for _, dst, payload in self.network.deliver(now):
             self.deliver(dst, payload)
         for node in self.nodes.values():
-            if node.ready is not None and node.persist_at <= now and node.core is not None:
+            if (
+                node.ready is not None
+                and node.persist_at <= now
+                and node.core is not None
+                and node.paused_until <= now
+            ):
                 self.finish_ready(node)
         phase = now % TICK
         for node_id in self.ids:
             node = self.nodes[node_id]
-            if node.core is not None and self.phase[node_id] == phase:
+            if node.core is not None and self.phase[node_id] == phase and node.paused_until <= now:
                 node.core.tick()
                 self.observe(node)
         if phase == 0:
@@ -746,6 +775,7 @@ class Cluster:
         self.network.heal()
         self.network.faults = Faults(min_delay=1, max_delay=5)
         for node_id in self.ids:
+            self.nodes[node_id].paused_until = min(self.nodes[node_id].paused_until, self.now)
             if not self.nodes[node_id].alive:
                 self.start(node_id)
         self.note("healed")
