@@ -142,11 +142,14 @@ def test_kv_state_machine_applies_commands_and_round_trips_a_snapshot() -> None:
 
 SIM_SEEDS = int(os.environ.get("PYKVS_SIM_SEEDS", "1000"))
 SIM_SEED_BASE = int(os.environ.get("PYKVS_SIM_SEED_BASE", "0"))
+# Longer chaos per seed, for soaks (the default keeps 1,000 seeds around a minute).
+SIM_TICKS = os.environ.get("PYKVS_SIM_TICKS")
 MAX_REPORTED_FAILURES = 5
 
 
 def replay_command(seed: int) -> str:
-    return f"PYKVS_SIM_SEEDS=1 PYKVS_SIM_SEED_BASE={seed} pytest tests/test_raft_sim.py"
+    ticks = f"PYKVS_SIM_TICKS={SIM_TICKS} " if SIM_TICKS else ""
+    return f"{ticks}PYKVS_SIM_SEEDS=1 PYKVS_SIM_SEED_BASE={seed} pytest tests/test_raft_sim.py"
 
 
 def test_simulated_seeds(capsys: pytest.CaptureFixture[str]) -> None:
@@ -159,7 +162,7 @@ def test_simulated_seeds(capsys: pytest.CaptureFixture[str]) -> None:
     failures: list[tuple[int, str]] = []
     for seed in range(SIM_SEED_BASE, SIM_SEED_BASE + SIM_SEEDS):
         try:
-            total.add(simulate(seed))
+            total.add(simulate(seed, int(SIM_TICKS) if SIM_TICKS else None))
         except Exception as exc:  # a crash of the core is as much a finding as a violation
             detail = str(exc) if isinstance(exc, AssertionError) else traceback.format_exc()
             failures.append((seed, detail))

@@ -845,6 +845,9 @@ class Cluster:
             raise self.fail("history is not linearizable:\n" + result.explain())
 
 
-def simulate(seed: int) -> SimStats:
+def simulate(seed: int, chaos_ticks: int | None = None) -> SimStats:
     """Run one seed's scenario; raises Violation with a trace when a property fails."""
-    return Cluster(SimConfig.for_seed(seed)).run()
+    config = SimConfig.for_seed(seed)
+    if chaos_ticks is not None:
+        config.chaos_ticks = chaos_ticks
+    return Cluster(config).run()
