@@ -139,7 +139,12 @@ class ProcCluster:
     async def join(self, sid: str, extra: tuple[str, ...] = ()) -> Proc:
         proc = self.procs[sid] = Proc(self.root, sid, self.registry)
         await proc.start(self.peers(), extra=self.extra + extra)
-        await self.on_leader("add_voter", id=sid, address=proc.raft)
+        try:
+            await self.on_leader("add_voter", id=sid, address=proc.raft)
+        except RemoteError as exc:
+            # An attempt whose answer was lost to an election may have committed after all.
+            if "already a voter" not in str(exc):
+                raise
         return proc
 
     async def restart(self, proc: Proc) -> None:
@@ -332,7 +337,7 @@ def test_kill_the_leader_ten_times_under_writes(tmp_path: Path, registry: list[A
 
 @pytest.mark.slow
 def test_kill_the_leader_many_times_five_servers(tmp_path: Path, registry: list[Any]) -> None:
-    kill_test(tmp_path, registry, servers=5, rounds=40, limit=900)
+    kill_test(tmp_path, registry, servers=5, rounds=100, limit=1200)
 
 
 def test_restart_catch_up_snapshot_join_and_remove(tmp_path: Path, registry: list[Any]) -> None:

@@ -145,6 +145,7 @@ class NodeConfig:
     trailing_entries: int = 1024  # entries kept behind a snapshot for slow followers
     snapshot_send_timeout: float = 10.0  # seconds a bulk frame may wait for queue room
     read_timeout: float | None = None  # ReadIndex rounds; default: two election timeouts
+    max_entry_bytes: int = 4 << 20  # one command; AppendEntries frames must carry it whole
     seed: int | None = None
 
     def __post_init__(self) -> None:
@@ -387,13 +388,15 @@ class RaftNode:
             raise TypeError(f"data must be bytes, not {type(data).__name__}")
         if not data:
             raise ValueError("data must not be empty (empty entries are barriers)")
+        if len(data) > self.config.max_entry_bytes:
+            raise ValueError(f"data is {len(data)} bytes, above max_entry_bytes "
+                             f"({self.config.max_entry_bytes})")
         return await self._propose(bytes(data), timeout)
 
     async def barrier(self, timeout: float | None = None) -> int:
         """Wait until every entry before now is applied here (leader only); returns the index."""
-        core = self._require_core()
         await self._propose(b"", timeout)
-        return core.applied_index
+        return self._applied
 
     async def read_index(self, timeout: float | None = None) -> int:
         """A linearizable read point: a quorum confirmed the leader's commit index (ReadIndex),
@@ -756,6 +759,10 @@ class RaftNode:
             transport.send(message.dst, message.to_wire())
         except KeyError:
             log.debug("%s: no address for %s, dropping %r", self.id, message.dst, message)
+            core.report_unreachable(message.dst)
+            return
+        except ValueError as exc:  # above max_frame (max_entry_bytes should prevent it)
+            log.error("%s: cannot send %r: %s", self.id, message, exc)
             core.report_unreachable(message.dst)
             return
         self.counters["messages_sent"] += 1
