@@ -172,6 +172,9 @@ class Cluster:
         targets = servers if servers is not None else self.running()
 
         def done() -> bool:
+            for server in targets:
+                failure = server.node.failure if server.node is not None else None
+                assert failure is None, f"{server.id} stopped: {failure!r}"
             return all(s.value(k) == v for s in targets for k, v in expected.items())
 
         await until(done, "every server to hold every acknowledged write", timeout)
