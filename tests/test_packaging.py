@@ -62,8 +62,8 @@ def test_wheel_builds_installs_and_imports_in_a_fresh_venv(tmp_path: Path) -> No
     )
     # Every package of the source tree made it into the wheel.
     expected = sorted(
-        "pykvs." + ".".join(p.parent.relative_to(ROOT / "pykvs").parts)
-        for p in (ROOT / "pykvs").glob("*/__init__.py")
+        "pykvs." + ".".join(p.parent.relative_to(src / "pykvs").parts)
+        for p in (src / "pykvs").glob("*/__init__.py")
     )
     assert out.stdout.split() == expected
 
