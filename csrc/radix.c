@@ -460,6 +460,16 @@ const radix_leaf *radix_get(const radix_node *t, const char *key, size_t klen)
     return lookup(t, (const uchar *)key, klen, &deepest);
 }
 
+const char *radix_get_value(const radix_node *t, const char *key, size_t klen, size_t *vlen)
+{
+    const radix_node *deepest;
+    const radix_leaf *l = lookup(t, (const uchar *)key, klen, &deepest);
+    if (!l)
+        return NULL;
+    *vlen = l->vlen;
+    return l->data;
+}
+
 uint64_t radix_key_watch(const radix_node *t, const char *key, size_t klen)
 {
     const radix_node *deepest;
@@ -1050,6 +1060,53 @@ int radix_txn_insert(radix_txn *x, const char *key, size_t klen, const char *val
     if (ins(x, &x->root, 0, &in) < 0)
         return -1;
     return in.added;
+}
+
+static uint32_t get_u32le(const uchar *p)
+{
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+static uint64_t get_u64le(const uchar *p)
+{
+    return (uint64_t)get_u32le(p) | (uint64_t)get_u32le(p + 4) << 32;
+}
+
+enum { PACKED_HEADER = 16 }; /* u32 key_len, u32 value_len, u64 index */
+
+/* The whole page is checked before anything is inserted, so a malformed one
+ * changes nothing; a failed allocation leaves the records before it inserted. */
+int64_t radix_txn_insert_packed(radix_txn *x, const char *page, size_t len, size_t *bad_at)
+{
+    if (x->state != 0)
+        return -4;
+    const uchar *p = (const uchar *)page;
+    int64_t records = 0;
+    size_t off = 0;
+    while (off < len) {
+        if (len - off < PACKED_HEADER) {
+            *bad_at = off;
+            return -2;
+        }
+        uint64_t body = (uint64_t)get_u32le(p + off) + get_u32le(p + off + 4);
+        if (body > len - off - PACKED_HEADER) {
+            *bad_at = off;
+            return -3;
+        }
+        off += PACKED_HEADER + (size_t)body;
+        records++;
+    }
+    for (off = 0; off < len;) {
+        size_t klen = get_u32le(p + off), vlen = get_u32le(p + off + 4);
+        uint64_t index = get_u64le(p + off + 8);
+        const char *key = page + off + PACKED_HEADER;
+        if (radix_txn_insert(x, key, klen, key + klen, vlen, index) < 0) {
+            *bad_at = off;
+            return -1;
+        }
+        off += PACKED_HEADER + klen + vlen;
+    }
+    return records;
 }
 
 /* Puts n (the transaction's own, not the root) back in canonical shape after

@@ -69,6 +69,8 @@ void radix_release(radix_node *t);
 /* Reads (on any version, or on a transaction's root). */
 uint64_t radix_len(const radix_node *t);
 const radix_leaf *radix_get(const radix_node *t, const char *key, size_t klen);
+/* The value of key's leaf (*vlen bytes, valid while a version holding it lives), or NULL. */
+const char *radix_get_value(const radix_node *t, const char *key, size_t klen, size_t *vlen);
 uint64_t radix_key_watch(const radix_node *t, const char *key, size_t klen);
 uint64_t radix_prefix_watch(const radix_node *t, const char *prefix, size_t plen);
 uint64_t radix_count(const radix_node *t, const char *prefix, size_t plen);
@@ -89,6 +91,14 @@ radix_txn *radix_txn_begin(radix_node *base); /* retains base; NULL when out of 
 int radix_txn_insert(radix_txn *x, const char *key, size_t klen, const char *value,
                      size_t vlen, uint64_t index); /* 1 added, 0 replaced, -1, -2 bad size */
 int radix_txn_delete(radix_txn *x, const char *key, size_t klen); /* 1 deleted, 0 absent */
+/* Bulk load: inserts every record of a page in the packed listing layout (records
+ * back to back, each u32 key_len, u32 value_len, u64 index, key, value; LE), in
+ * page order (a later record of the same key replaces an earlier one). Returns the
+ * number of records. A malformed page inserts nothing: -2 when a record header is
+ * cut short, -3 when a record's body runs past the page, *bad_at = that record's
+ * offset; -4 on a committed transaction. -1: out of memory at the record at
+ * *bad_at, the records before it inserted (abort the transaction). */
+int64_t radix_txn_insert_packed(radix_txn *x, const char *page, size_t len, size_t *bad_at);
 int64_t radix_txn_delete_prefix(radix_txn *x, const char *prefix, size_t plen);
 radix_node *radix_txn_commit(radix_txn *x); /* new version (caller owns a reference) */
 void radix_txn_free(radix_txn *x);          /* aborts if not committed */

@@ -322,23 +322,13 @@ class _Reader:
         return data
 
 
-def _load_records(txn: Any, page: bytes, table: str) -> int:
-    """Insert a packed-listing page into a tree transaction; returns the record count."""
-    offset, end, count = 0, len(page), 0
-    unpack, insert = _RECORD.unpack_from, txn.insert
-    header = _RECORD.size
-    while offset < end:
-        if end - offset < header:
-            raise SnapshotError(f"snapshot table {table}: record header cut at byte {offset}")
-        klen, vlen, index = unpack(page, offset)
-        start = offset + header
-        split = start + klen
-        offset = split + vlen
-        if offset > end:
-            raise SnapshotError(f"snapshot table {table}: record body runs past its frame")
-        insert(page[start:split], page[split:offset], index)
-        count += 1
-    return count
+def _load_records(txn: radix.Txn, page: bytes, table: str) -> int:
+    """Insert a packed-listing page into a tree transaction (one C call); returns the
+    record count. A malformed page inserts nothing and raises SnapshotError."""
+    try:
+        return txn.insert_packed(page)
+    except ValueError as exc:
+        raise SnapshotError(f"snapshot table {table}: {exc}") from None
 
 
 def read_snapshot(stream: BinaryIO | bytes) -> tuple[SnapshotHeader, StateSnapshot, LockDelays]:

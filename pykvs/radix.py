@@ -355,6 +355,26 @@ class Txn(_Reads):
             raise MemoryError("radix tree: out of memory")
         return r == 1
 
+    def insert_packed(self, page: Bytes) -> int:
+        """Inserts every record of a page in the packed listing layout (as
+        ``list_prefix_packed`` returns it), in page order, in one C call: the bulk
+        loader of a snapshot restore. Returns the number of records.
+
+        A malformed page raises ValueError naming the bad record's offset and inserts
+        nothing. On MemoryError some records may be in; abort the transaction."""
+        x = self._open()
+        if type(page) is not bytes:
+            page = _as_bytes(page, "page")
+        bad_at = ffi.new("size_t *")
+        n = lib.radix_txn_insert_packed(x, page, len(page), bad_at)
+        if n >= 0:
+            return int(n)
+        if n == -2:
+            raise ValueError(f"page: record header cut short at byte {bad_at[0]}")
+        if n == -3:
+            raise ValueError(f"page: the record at byte {bad_at[0]} runs past the page's end")
+        raise MemoryError("radix tree: out of memory")
+
     def delete(self, key: Bytes) -> bool:
         """Removes key. Returns whether it existed."""
         r = _call(lib.radix_txn_delete, self._open(), key, "key")

@@ -4,7 +4,8 @@
  *   fuzz_radix [seconds [seed]]
  *
  * Each round takes a random live version, runs a transaction of random
- * inserts, deletes and prefix deletes on it (mirrored on a copy of that
+ * inserts, bulk loads of packed pages (whole, cut short, or with an allocation
+ * failing), deletes and prefix deletes on it (mirrored on a copy of that
  * version's model), and commits or aborts it. It checks:
  *   - the transaction's working tree equals the model after every operation,
  *     including operations whose allocations failed (they must change nothing);
@@ -167,6 +168,57 @@ typedef struct {
     int is_prefix;
 } written;
 
+static void put32(unsigned char *p, uint32_t v)
+{
+    for (int i = 0; i < 4; i++)
+        p[i] = (unsigned char)(v >> (8 * i));
+}
+
+/* A bulk load of 1..4 records in the packed layout, sometimes cut short, checked
+ * against the same records inserted one by one into the model: all of them, none
+ * when the page is malformed, the ones before *bad_at when an allocation failed. */
+static size_t packed_op(radix_txn *x, model *m, written *w, size_t nw)
+{
+    static unsigned char page[4 * (16 + MAXKEY + 400)];
+    size_t off[5], len = 0, nrec = 1 + below(4);
+    for (size_t i = 0; i < nrec; i++) {
+        unsigned char *r = page + len;
+        size_t klen = gen_key(r + 16), vlen = gen_value(r + 16 + klen);
+        uint64_t index = gen_index();
+        put32(r, (uint32_t)klen);
+        put32(r + 4, (uint32_t)vlen);
+        put32(r + 8, (uint32_t)index);
+        put32(r + 12, (uint32_t)(index >> 32));
+        off[i] = len;
+        len += 16 + klen + vlen;
+    }
+    off[nrec] = len;
+    size_t cut = below(4) == 0 ? below((unsigned)len) : len;
+    int failing = below(4) == 0;
+    if (failing)
+        radix_fail_alloc_after(below(8));
+    size_t bad_at = (size_t)-1;
+    int64_t r = radix_txn_insert_packed(x, (char *)page, cut, &bad_at);
+    radix_fail_alloc_after(-1);
+    size_t whole = 0; /* records wholly inside the cut */
+    while (whole < nrec && off[whole + 1] <= cut)
+        whole++;
+    if (off[whole] != cut) { /* malformed: the first record not wholly inside is named */
+        CHECK(r == (cut - off[whole] < 16 ? -2 : -3) && bad_at == off[whole]);
+        return nw;
+    }
+    CHECK(r == (int64_t)whole || (failing && r == -1));
+    size_t upto = r == -1 ? bad_at : cut;
+    CHECK(r != -1 || bad_at < cut);
+    for (size_t i = 0; i < whole && off[i] < upto; i++) {
+        const unsigned char *rec = page + off[i];
+        size_t klen = rd32((const char *)rec), vlen = rd32((const char *)rec + 4);
+        model_insert(m, rec + 16, klen, rec + 16 + klen, vlen, rd64((const char *)rec + 8));
+        w[nw++] = (written){{0}, klen, 0}, memcpy(w[nw - 1].k, rec + 16, klen);
+    }
+    return nw;
+}
+
 static void one_round(void)
 {
     version *base = &versions[below((unsigned)nversions)];
@@ -185,8 +237,11 @@ static void one_round(void)
         int failing = below(6) == 0;
         if (failing)
             radix_fail_alloc_after(below(6));
-        unsigned kind = below(10);
-        if (kind < 6) {
+        unsigned kind = below(11);
+        if (kind == 10 && nw + 4 <= 16) {
+            radix_fail_alloc_after(-1);
+            nw = packed_op(x, &m, w, nw);
+        } else if (kind < 6 || kind == 10) {
             size_t vlen = gen_value(v);
             uint64_t index = gen_index();
             int r = radix_txn_insert(x, (char *)k, klen, (char *)v, vlen, index);
