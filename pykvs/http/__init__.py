@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
+from pykvs import ui
 from pykvs.http import kv, operator, session, snapshot, txn
 from pykvs.http.common import SERVER_KEY, HTTPError
 from pykvs.server.rpc import RPCError
@@ -45,6 +46,7 @@ ROUTES: list[tuple[str, tuple[str, ...], Handler]] = [
     ("/v1/operator/raft/transfer-leader", ("POST",), operator.raft_transfer_leader),
     ("/v1/snapshot", ("GET", "PUT"), snapshot.snapshot_endpoint),
     ("/v1/agent/self", ("GET",), operator.agent_self_endpoint),
+    (ui.UI_ROUTE, ("GET",), ui.ui_endpoint),  # the web UI; / redirects to /ui/
 ]
 
 
