@@ -73,9 +73,9 @@ def test_partition_cuts_new_and_in_flight_messages() -> None:
     net = Network(random.Random(0), "abcde", Faults(min_delay=5, max_delay=5))
     net.send("a", "d", "in flight", now=0)
     net.partition("ab", "cde")
-    net.send("a", "b", "same side", now=1)
-    net.send("a", "c", "across", now=1)
-    net.send("e", "d", "other side", now=1)
+    assert net.send("a", "b", "same side", now=1)
+    assert not net.send("a", "c", "across", now=1)  # the sender can tell
+    assert net.send("e", "d", "other side", now=1)
     assert [m for *_, m in drain(net, 10)] == ["same side", "other side"]
     assert net.stats.cut == 2
     net.heal()

@@ -336,10 +336,15 @@ class Cluster:
                 raise self.fail(f"{node.id} sent a SNAPSHOT message without meta: {message!r}")
             body = b"".join(node.snapshots.open(meta.index))
         self.stats.messages += 1
-        self.network.send(node.id, message.dst, (message, body), self.now)
-        if body is not None and node.core is not None:
-            # The stream is modelled as one message; the transport reports once it is handed off.
-            node.core.report_snapshot(message.dst, True)
+        link_up = self.network.send(node.id, message.dst, (message, body), self.now)
+        if node.core is None:
+            return
+        if not link_up:
+            node.core.report_unreachable(message.dst)
+        if body is not None:
+            # The stream is modelled as one message; the transport reports once it is handed
+            # off, or that it could not connect.
+            node.core.report_snapshot(message.dst, link_up)
 
     def take_ready(self, node: SimNode) -> None:
         """If the core has output and no Ready is being written, start writing one."""

@@ -104,20 +104,23 @@ class Network:
 
     # --- traffic ---------------------------------------------------------------------------
 
-    def send(self, src: NodeId, dst: NodeId, message: Any, now: int) -> None:
+    def send(self, src: NodeId, dst: NodeId, message: Any, now: int) -> bool:
+        """Queue ``message``; False when the link is cut (what a transport would notice: a
+        refused connection), True otherwise, even if the message is then silently dropped."""
         self._check_node(dst, "send dst")
         self.stats.sent += 1
         if not self.connected(src, dst):
             self.stats.cut += 1
-            return
+            return False
         faults = self.faults
         if faults.drop_rate and self.rng.random() < faults.drop_rate:
             self.stats.dropped += 1
-            return
+            return True
         self._enqueue(src, dst, message, now)
         if faults.duplicate_rate and self.rng.random() < faults.duplicate_rate:
             self.stats.duplicated += 1
             self._enqueue(src, dst, message, now)
+        return True
 
     def _enqueue(self, src: NodeId, dst: NodeId, message: Any, now: int) -> None:
         faults = self.faults
