@@ -9,6 +9,12 @@ Log entry schema (msgpack map; every command names its type and its schema versi
      "lock_delay": int (ns), "behavior": "release"|"delete", "ttl": str, "ts": int}
     {"v": 1, "t": "session", "op": "destroy", "id": str, "ts": int}
     {"v": 1, "t": "reap", "upto": int}
+    {"v": 1, "t": "acl", "op": "bootstrap"|"token-set", "token": Token wire}
+    {"v": 1, "t": "acl", "op": "policy-set", "policy": Policy wire}
+    {"v": 1, "t": "acl", "op": "policy-delete"|"token-delete", "id": str}
+    {"v": 1, "t": "acl", "op": "restore", "policies": [...], "tokens": [...], "bootstrap": int}
+
+(ACL wire forms: pykvs.acl.policy; the verbs: pykvs.state.acl.)
 
 ``ts`` is the leader's wall clock in ns when it accepted the write; lock-delay is judged against
 it, so applying is deterministic.  A command may carry ``"ignore": true``: a replica that does
@@ -20,7 +26,8 @@ destroy or reap, None for an ignored command, or an *instance* of :class:`ApplyE
 :class:`~pykvs.state.errors.StateError` or :class:`~pykvs.state.sessions.SessionError` (returned,
 not raised: the entry is committed and every replica reaches the same answer).
 
-Snapshot stream (format 1): ``MAGIC | u32 header length | header | frames | u32 CRC-32``.  The
+Snapshot stream (format 2; format 1, written before the ACL tables existed, still restores
+with them empty): ``MAGIC | u32 header length | header | frames | u32 CRC-32``.  The
 header is msgpack ``{"format", "index", "term"}``; each frame is ``u8 tag | u32 length |
 payload``: table frames carry the packed listing layout (docs/ARCHITECTURE.md) of that table, a
 meta frame the table indexes and lock-delays, and the end frame the record counts.  The CRC covers
@@ -39,6 +46,7 @@ from typing import Any, BinaryIO
 import msgpack
 
 from pykvs import radix
+from pykvs.state import acl as acl_state
 from pykvs.state.errors import StateError
 from pykvs.state.sessions import LockDelays, Session, SessionError
 from pykvs.state.store import TABLES, StateSnapshot, StateStore
@@ -48,7 +56,8 @@ COMMAND_VERSION = 1
 KV_VERBS = ("set", "cas", "lock", "unlock", "delete", "delete-cas", "delete-tree")
 
 SNAPSHOT_MAGIC = b"PYKVSNAP"
-SNAPSHOT_FORMAT = 1
+SNAPSHOT_FORMAT = 2
+_READABLE_FORMATS = (1, SNAPSHOT_FORMAT)  # 1: no ACL tables
 _TAG_END = 0
 _TAG_META = 1
 _TABLE_TAGS = {name: 10 + i for i, name in enumerate(TABLES)}
@@ -127,6 +136,13 @@ def session_destroy_command(session_id: str, ts: int = 0) -> bytes:
     return _command("session", {"op": "destroy", "id": session_id, "ts": ts})
 
 
+def acl_command(op: str, **fields: Any) -> bytes:
+    """An ACL table command (see the module docstring for each op's fields)."""
+    if op not in acl_state.ACL_COMMAND_OPS:
+        raise ValueError(f"op must be one of {acl_state.ACL_COMMAND_OPS}, got {op!r}")
+    return _command("acl", {"op": op, **fields})
+
+
 def reap_command(upto_index: int) -> bytes:
     """Remove tombstones whose delete index is <= ``upto_index``."""
     return _command("reap", {"upto": upto_index})
@@ -194,7 +210,8 @@ def _apply_reap(txn: WriteTxn, idx: int, cmd: dict) -> Any:
     return True
 
 
-_HANDLERS = {"kv": _apply_kv, "txn": _apply_txn, "session": _apply_session, "reap": _apply_reap}
+_HANDLERS = {"kv": _apply_kv, "txn": _apply_txn, "session": _apply_session, "reap": _apply_reap,
+             "acl": acl_state.apply_command}
 
 
 def _dispatch(txn: WriteTxn, idx: int, data: bytes) -> Any:
@@ -271,7 +288,7 @@ class FSMSnapshot:
         yield _frame(_TAG_META, msgpack.packb(meta, use_bin_type=True))
         counts = {}
         for name in TABLES:
-            tree = getattr(version, name)
+            tree = version.table(name)
             counts[name] = len(tree)
             for page in _table_pages(tree):
                 yield _frame(_TABLE_TAGS[name], page)
@@ -352,7 +369,7 @@ def _read_snapshot(stream: BinaryIO) -> tuple[SnapshotHeader, StateSnapshot, Loc
         raise SnapshotError(f"snapshot header length {header_len} is implausible")
     header = msgpack.unpackb(reader.take(header_len, "header"))
     parsed = SnapshotHeader(int(header["format"]), int(header["index"]), int(header["term"]))
-    if parsed.format != SNAPSHOT_FORMAT:
+    if parsed.format not in _READABLE_FORMATS:
         raise SnapshotError(f"snapshot format {parsed.format} is not supported")
     txns = {name: radix.Tree().txn() for name in TABLES}
     loaded = dict.fromkeys(TABLES, 0)
@@ -382,7 +399,7 @@ def _read_snapshot(stream: BinaryIO) -> tuple[SnapshotHeader, StateSnapshot, Loc
         raise SnapshotError("snapshot has bytes after its checksum")
     if meta is None:
         raise SnapshotError("snapshot has no meta frame")
-    if counts != loaded:
+    if {**dict.fromkeys(TABLES, 0), **counts} != loaded:  # format 1 counts no ACL table
         raise SnapshotError(f"snapshot record counts {loaded} differ from its trailer {counts}")
     trees = {name: txn.commit()[0] for name, txn in txns.items()}
     version = StateSnapshot.from_tables(
@@ -460,6 +477,7 @@ __all__ = [
     "FSMSnapshot",
     "SnapshotError",
     "SnapshotHeader",
+    "acl_command",
     "kv_command",
     "read_snapshot",
     "reap_command",

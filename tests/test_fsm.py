@@ -10,6 +10,7 @@ import pytest
 
 from pykvs.fsm import (
     FSM,
+    SNAPSHOT_FORMAT,
     ApplyError,
     SnapshotError,
     kv_command,
@@ -299,7 +300,7 @@ def test_snapshot_round_trip_restores_equal_state() -> None:
     assert size == len(out.getvalue())
     fresh = FSM()
     header = fresh.restore(io.BytesIO(out.getvalue()))
-    assert (header.index, header.term, header.format) == (log.index, 7, 1)
+    assert (header.index, header.term, header.format) == (log.index, 7, SNAPSHOT_FORMAT)
     a, b = log.fsm.store, fresh.store
     assert a.kv_list(b"") == b.kv_list(b"")
     for prefix in (b"svc/", b"svc/3/", b"svc/1/", b"locks/", b"zz"):

@@ -20,6 +20,7 @@ from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
 from pykvs import radix, transcode
+from pykvs.state.acl import ACL_TABLES, ACLState
 from pykvs.state.entry import DirEntry, decode_fields
 from pykvs.state.sessions import LockDelays, Session
 from pykvs.state.txn import WriteTxn
@@ -27,7 +28,8 @@ from pykvs.state.watch import Notifier, WatchSet, blocking_query
 
 T = TypeVar("T")
 
-TABLES = ("kvs", "tombstones", "sessions", "locks", "session_locks")
+KV_TABLES = ("kvs", "tombstones", "sessions", "locks", "session_locks")
+TABLES = KV_TABLES + ACL_TABLES  # snapshot frame tags follow this order: append only
 
 _RECORD = struct.Struct("<IIQ")
 
@@ -57,10 +59,16 @@ class StateSnapshot:
     tombstones_index: int = 0
     sessions_index: int = 0
     index: int = 0
+    acl: ACLState = None  # type: ignore[assignment]  # the ACL tables (pykvs.state.acl)
 
     @classmethod
     def empty(cls) -> StateSnapshot:
-        return cls(radix.Tree(), radix.Tree(), radix.Tree(), radix.Tree(), radix.Tree())
+        return cls(radix.Tree(), radix.Tree(), radix.Tree(), radix.Tree(), radix.Tree(),
+                   acl=ACLState())
+
+    def table(self, name: str) -> Any:
+        """The tree of table ``name`` (see TABLES)."""
+        return self.acl.trees[name] if name in ACL_TABLES else getattr(self, name)
 
     @classmethod
     def from_tables(
@@ -70,12 +78,16 @@ class StateSnapshot:
         tombstones_index: int,
         sessions_index: int,
         index: int,
+        acl: ACLState | None = None,
     ) -> StateSnapshot:
-        """A version from its trees by table name (see TABLES) and its indexes."""
-        kvs, tombstones, sessions, locks, session_locks = (trees[name] for name in TABLES)
+        """A version from its trees by table name (see TABLES) and its indexes; the ACL
+        tables come from ``acl`` or, when it is None, from ``trees`` (empty if absent)."""
+        kvs, tombstones, sessions, locks, session_locks = (trees[name] for name in KV_TABLES)
+        if acl is None:
+            acl = ACLState({name: trees.get(name) or radix.Tree() for name in ACL_TABLES})
         return cls(
             kvs, tombstones, sessions, locks, session_locks,
-            kvs_index, tombstones_index, sessions_index, index,
+            kvs_index, tombstones_index, sessions_index, index, acl,
         )
 
     # ------------------------------------------------------------------------------ KV
@@ -216,8 +228,11 @@ class StateStore:
         if index < self._version.index:
             raise ValueError(f"index {index} is below the applied index {self._version.index}")
         trees, fired = txn.commit_tables()
+        acl, acl_fired = txn.acl.commit()
+        fired |= acl_fired
         self._version = StateSnapshot.from_tables(
-            trees, txn.kvs_index, txn.tombstones_index, txn.sessions_index, index
+            trees, txn.kvs_index, txn.tombstones_index, txn.sessions_index, index,
+            acl or self._version.acl,
         )
         if fired:
             self.notifier.fire(fired)

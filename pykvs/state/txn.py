@@ -17,6 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from pykvs.state.acl import ACLWriter
 from pykvs.state.entry import DirEntry, decode_fields, encode_entry
 from pykvs.state.errors import StateError, go_quote
 from pykvs.state.sessions import (
@@ -89,6 +90,7 @@ class WriteTxn:
     """Pending writes on top of one committed version (or of a parent WriteTxn)."""
 
     __slots__ = (
+        "acl",
         "kvs",
         "kvs_index",
         "lock_delays",
@@ -112,6 +114,7 @@ class WriteTxn:
         self.tombstones_index = base.tombstones_index
         self.sessions_index = base.sessions_index
         self.lock_delays = lock_delays
+        self.acl = ACLWriter(base.acl)
 
     def child(self) -> WriteTxn:
         """A nested transaction: merge() it on success, drop it on failure."""
@@ -126,6 +129,7 @@ class WriteTxn:
         sub.tombstones_index = self.tombstones_index
         sub.sessions_index = self.sessions_index
         sub.lock_delays = self.lock_delays
+        sub.acl = self.acl.child()
         return sub
 
     def merge(self) -> None:
@@ -134,6 +138,7 @@ class WriteTxn:
             raise RuntimeError("merge() on a root WriteTxn")
         for view in (self.kvs, self.tombstones, self.sessions, self.locks, self.session_locks):
             view.merge_into_parent()
+        self.acl.merge()
         parent.kvs_index = self.kvs_index
         parent.tombstones_index = self.tombstones_index
         parent.sessions_index = self.sessions_index
