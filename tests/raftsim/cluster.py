@@ -136,6 +136,8 @@ class SimConfig:
     election_tick: int = 10
     pre_vote: bool = True
     check_quorum: bool = True
+    max_batch_entries: int = 256
+    max_inflight: int = 64
     # A deliberately wrong read path (answer from the server's own state, no ReadIndex, as
     # Consul's "stale" mode does), for the tests that show the checker catches stale reads.
     local_reads: bool = False
@@ -156,6 +158,9 @@ class SimConfig:
             # Safety must not depend on these; without check-quorum a deposed leader lingers.
             pre_vote=rng.random() < 0.75,
             check_quorum=rng.random() < 0.75,
+            # Small batches and windows split a new leader's catch-up over many messages.
+            max_batch_entries=rng.choice([1, 3, 256]),
+            max_inflight=rng.choice([1, 4, 64]),
             trailing_entries=rng.choice([0, 2, 5]),
             initial_faults=Faults(
                 drop_rate=rng.choice([0.0, 0.02, 0.1]),
@@ -295,6 +300,8 @@ class Cluster:
             election_tick=self.config.election_tick,
             pre_vote=self.config.pre_vote,
             check_quorum=self.config.check_quorum,
+            max_batch_entries=self.config.max_batch_entries,
+            max_inflight=self.config.max_inflight,
         )
         rng = random.Random(self.rng.getrandbits(64))
         node.core = RaftCore(config, node.log, rng, bootstrap=self.bootstrap)
