@@ -223,10 +223,40 @@ def test_values_show_as_text_json_or_hex(page: Page, agent: Agent) -> None:
     expect(page.locator("#value")).to_have_text("grüße\nline two")
 
 
+def test_key_view_shows_the_session_holding_the_key(page: Page, agent: Agent) -> None:
+    status, body = http(agent, "PUT", "/v1/session/create", b'{"Name": "deployer", "TTL": "60s"}')
+    assert status == 200, body
+    session = json.loads(body)["ID"]
+    assert http(agent, "PUT", f"/v1/kv/locks/deploy?acquire={session}", b"me") == (200, b"true")
+    open_view(page, agent, "/kv/locks/deploy")
+    expect(page.locator("#key-session")).to_have_text(
+        f'{session} — "deployer" on node ui1, behavior release, TTL 60s')
+    assert http(agent, "PUT", f"/v1/kv/locks/deploy?release={session}") == (200, b"true")
+    expect(page.locator("#key-session")).to_have_text("none")
+
+
+def test_keys_with_url_special_characters(page: Page, agent: Agent) -> None:
+    name = "a b?c#d%e+f&g"
+    open_view(page, agent, "/create/odd/")
+    page.fill("#key-name", name)
+    page.fill("#value-input", "odd")
+    page.click("#save-button")
+    expect(row(page, f"odd/{name}")).to_be_visible()
+    status, body = http(agent, "GET", "/v1/kv/odd/?keys")
+    assert (status, json.loads(body)) == (200, [f"odd/{name}"])
+    page.click(f'#folder-list li[data-key="odd/{name}"] a')
+    expect(page.locator("#key-title")).to_have_text(f"odd/{name}")
+    expect(page.locator("#value")).to_have_text("odd")
+
+
 def test_edit_a_key_and_see_changes_by_another_client_without_reloading(
         page: Page, agent: Agent) -> None:
     put(agent, "live/a", b"one")
-    open_view(page, agent, "/kv/live/a")
+    index = modify_index(agent, "live/a")
+    # after the first read, the page waits on the server: a blocking query from that index
+    with page.expect_request(lambda r: "/v1/kv/live/a?" in r.url and f"index={index}&" in r.url
+                             and "wait=60s" in r.url):
+        open_view(page, agent, "/kv/live/a")
     expect(page.locator("#value")).to_have_text("one")
     page.click("#edit-button")
     page.fill("#value-input", "two")
@@ -271,6 +301,18 @@ def test_search_box_lists_a_prefix_and_follows_it(page: Page, agent: Agent) -> N
     expect(row(page, "search/apex")).to_be_visible()
     page.fill("#search", "zz")
     expect(page.locator("#folder-list li.empty")).to_have_text("No keys under search/zz")
+
+
+def test_a_long_folder_shows_its_first_rows_and_says_so(page: Page, agent: Agent) -> None:
+    keys = [f"long/{i:04d}" for i in range(1001)]
+    for start in range(0, len(keys), 64):  # a Consul txn holds at most 64 operations
+        ops = [{"KV": {"Verb": "set", "Key": key, "Value": ""}} for key in keys[start:start + 64]]
+        assert http(agent, "PUT", "/v1/txn", json.dumps(ops).encode())[0] == 200
+    open_view(page, agent, "/kv/long/")
+    expect(page.locator("#folder-footer")).to_contain_text("1001 keys, 0 folders")
+    expect(page.locator("#folder-list li.key-row")).to_have_count(1000)
+    expect(page.locator("#folder-list li.empty")).to_have_text(
+        "Showing the first 1000 of 1001: type a prefix in the filter to narrow the list.")
 
 
 def test_a_stale_edit_is_refused_and_shown(page: Page, agent: Agent) -> None:

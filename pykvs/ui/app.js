@@ -10,6 +10,7 @@
 (() => {
   const WAIT = "60s"; // how long one blocking query may wait on the server
   const RETRY_MAX_MS = 15000; // back-off ceiling after a failed read
+  const MAX_ROWS = 1000; // a folder longer than this shows its first rows and says so
   const CLUSTER_REFRESH_MS = 3000; // the Raft configuration does not block: re-read it
   const TOKEN_KEY = "pykvs.token"; // sessionStorage: forgotten when the tab closes
   const MAX_UINT64 = 18446744073709551615n;
@@ -365,7 +366,7 @@
 
     function renderKeys(keys, index) {
       const entries = (keys || []).filter((key) => key !== folder);
-      list.replaceChildren(...entries.map((key) => {
+      list.replaceChildren(...entries.slice(0, MAX_ROWS).map((key) => {
         const name = key.slice(folder.length);
         const isFolder = key.endsWith("/");
         return h("li", { class: isFolder ? "folder-row" : "key-row", dataset: { key } },
@@ -379,6 +380,10 @@
         list.append(h("li", { class: "empty" }, search.value
           ? `No keys under ${folder}${search.value}`
           : folder ? "This folder is empty." : "No keys yet: use Create to add one."));
+      }
+      if (entries.length > MAX_ROWS) {
+        list.append(h("li", { class: "empty" }, `Showing the first ${MAX_ROWS} of ` +
+          `${entries.length}: type a prefix in the filter to narrow the list.`));
       }
       const folders = entries.filter((key) => key.endsWith("/")).length;
       footer.textContent = `${plural(entries.length - folders, "key")}, ` +
