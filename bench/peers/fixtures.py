@@ -14,6 +14,7 @@ log write before a write is acknowledged:
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import shutil
 import signal
@@ -74,12 +75,14 @@ def b64(data: bytes | str) -> str:
 class Process:
     """One server process with its log file; ``stop()`` sends SIGTERM, then SIGKILL."""
 
-    def __init__(self, name: str, args: list[str], log_path: Path) -> None:
+    def __init__(self, name: str, args: list[str], log_path: Path,
+                 hold_stdin: bool = False) -> None:
         self.name = name
         self.args = args
         self.log = open(log_path, "ab")  # noqa: SIM115 - closed in stop()
+        # hold_stdin: the process runs until its stdin closes (embedded.py ... node).
         self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=self.log,
-                                     stdin=subprocess.DEVNULL)
+                                     stdin=subprocess.PIPE if hold_stdin else subprocess.DEVNULL)
 
     @property
     def pid(self) -> int:
@@ -97,6 +100,10 @@ class Process:
         return line[0].decode()
 
     def stop(self, timeout: float = 20.0) -> None:
+        if self.proc.stdin is not None:
+            self.proc.stdin.close()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.proc.wait(timeout)
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
@@ -217,25 +224,28 @@ class PykvsCluster(Cluster):
 
     store = "pykvs"
 
-    def __init__(self, size: int, root: Path | None = None, start: bool = True) -> None:
+    def __init__(self, size: int, root: Path | None = None, start: bool = True,
+                 expect: int | None = None) -> None:
         super().__init__(size, root)
         self.names = [f"pykvs{i}" for i in range(size)]
+        # expect > size: the other members are started elsewhere (an embedded server).
+        self.expect = size if expect is None else expect
         if start:
-            self.start()
+            self.start(wait=self.expect == size)
 
     def _args(self, i: int, join: str | None) -> list[str]:
         args = [sys.executable, "-m", "pykvs.cli", "agent", "--node", self.names[i],
                 "--data-dir", str(self.root / self.names[i]), "--rpc-port", "0",
                 "--http-port", "0", "--log-level", "warn"]
-        if self.size > 1:
-            args += ["--bootstrap-expect", str(self.size)]
+        if self.expect > 1:
+            args += ["--bootstrap-expect", str(self.expect)]
         if join:
             args += ["--join", join]
         return args
 
-    def start(self) -> float:
+    def start(self, wait: bool = True) -> float:
         """Start every agent; returns the seconds until every one serves a read with a leader
-        known. A restart reuses the recorded ports (the agent keeps them in server.json)."""
+        known (with ``wait``). A restart reuses the recorded RPC ports (server.json)."""
         began = time.monotonic()
         join = None
         for i, name in enumerate(self.names):
@@ -243,7 +253,7 @@ class PykvsCluster(Cluster):
             fields = dict(part.split("=", 1) for part in process.read_line(START_TIMEOUT).split())
             self.members.append(Member(name, fields["http"], fields["rpc"], process))
             join = join or fields["rpc"]
-        for member in self.members:
+        for member in self.members if wait else []:
             wait_for(f"pykvs agent {member.name}",
                      lambda m=member: http_json(f"http://{m.http}/v1/status/leader"))
         return time.monotonic() - began
@@ -252,3 +262,32 @@ class PykvsCluster(Cluster):
         by_rpc = {m.rpc: m for m in self.members}
         return wait_for("pykvs leader", lambda: by_rpc.get(
             http_json(f"http://{self.members[0].http}/v1/status/leader")))
+
+
+class SyncObjPeers(Cluster):
+    """Two PySyncObj members in processes of their own (``embedded.py STORE node``); the third
+    is the embedded one under load, started with ``embedded_args()``."""
+
+    store = "pysyncobj"
+
+    def __init__(self, variant: str, root: Path | None = None) -> None:
+        super().__init__(2, root)
+        self.ports = [free_port() for _ in range(3)]
+        addresses = [f"127.0.0.1:{port}" for port in self.ports]
+        script = str(Path(__file__).with_name("embedded.py"))
+        processes = []
+        for i in (1, 2):
+            args = [sys.executable, script, variant, "node", "--port", str(self.ports[i]),
+                    "--data-dir", str(self.root / f"node{i}"),
+                    *(x for j, a in enumerate(addresses) if j != i for x in ("--peer", a))]
+            (self.root / f"node{i}").mkdir()
+            processes.append(Process(f"pysyncobj{i}", args, self.root / f"node{i}.log",
+                                     hold_stdin=True))
+        for i, process in enumerate(processes, start=1):
+            self.members.append(Member(process.name, addresses[i], addresses[i], process))
+            if process.read_line(START_TIMEOUT).strip() != "ready":
+                raise RuntimeError(f"{process.name} did not start; see {process.log.name}")
+
+    def embedded_args(self) -> list[str]:
+        return ["--port", str(self.ports[0]), "--peer", self.members[0].rpc,
+                "--peer", self.members[1].rpc]
