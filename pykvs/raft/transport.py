@@ -39,7 +39,16 @@ with that decoded first frame, to ``on_other_connection(first, reader, writer)``
 closed: the server layer serves its msgpack-RPC on the same port (one address per server, as
 Consul's port 8300). The transport still owns the connection's task, so ``close()`` ends it.
 
-There is no authentication: run it on a network you trust (as Consul's raft port without TLS).
+TLS
+---
+With ``ssl_server`` the listener speaks TLS (mutual TLS when that context requires a client
+certificate), and with ``ssl_client`` links dial with it (verifying the peer when the context
+says so); pykvs.server.tls builds both. A peer that fails the handshake never gets past it:
+no hello, no frame. Without them there is no authentication: run it on a network you trust
+(as Consul's raft port without TLS).
+
+``max_inbound`` bounds the connections accepted at once (Raft and handed-off ones together); one
+more is closed at once, unread.
 """
 
 from __future__ import annotations
@@ -49,6 +58,7 @@ import contextlib
 import inspect
 import logging
 import random
+import ssl
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
@@ -86,11 +96,11 @@ def _pack(obj: Any) -> bytes:
     return msgpack.packb(obj, use_bin_type=True)
 
 
-async def _read_frame(reader: asyncio.StreamReader, max_frame: int) -> Any:
+async def read_frame(reader: asyncio.StreamReader, max_frame: int) -> Any:
     header = await reader.readexactly(4)
     length = int.from_bytes(header, "big")
     if length == 0 or length > max_frame:
-        raise FrameError(f"frame length {length} outside 1..{max_frame}")
+        raise FrameError(f"frame length {length} outside 1..{max_frame} (the frame limit)")
     body = await reader.readexactly(length)
     try:
         return msgpack.unpackb(body, raw=False, strict_map_key=False)
@@ -169,7 +179,8 @@ class _Link:
                 host, port = split_address(address)
                 try:
                     reader, writer = await asyncio.wait_for(
-                        asyncio.open_connection(host, port), t.connect_timeout)
+                        asyncio.open_connection(host, port, ssl=t.ssl_client),
+                        t.connect_timeout)
                 except (OSError, asyncio.TimeoutError) as exc:
                     self.stats["dial_failures"] += 1
                     log.debug("%s: dial %s (%s) failed: %s", t.local_id, self.peer, address, exc)
@@ -257,6 +268,9 @@ class TCPTransport:
         hello_timeout: float = 5.0,
         rng: random.Random | None = None,
         on_other_connection: OtherConnectionHandler | None = None,
+        ssl_server: ssl.SSLContext | None = None,
+        ssl_client: ssl.SSLContext | None = None,
+        max_inbound: int = 0,
     ) -> None:
         if not local_id:
             raise ValueError("local_id must be a non-empty server id")
@@ -283,12 +297,16 @@ class TCPTransport:
         self.hello_timeout = hello_timeout
         self.rng = rng or random.Random()
         self.on_other_connection = on_other_connection
+        self.ssl_server = ssl_server
+        self.ssl_client = ssl_client
+        self.max_inbound = max_inbound  # 0: unbounded
         self._links: dict[tuple[str, str], _Link] = {}
         self._retired: set[asyncio.Task[None]] = set()
         self._inbound: set[asyncio.Task[Any]] = set()
         self._server: asyncio.Server | None = None
         self._closed = False
-        self.stats_in = {"frames": 0, "connections": 0, "bad_frames": 0, "handler_errors": 0}
+        self.stats_in = {"frames": 0, "connections": 0, "bad_frames": 0, "handler_errors": 0,
+                         "refused": 0}
         if peers:
             self.set_peers(peers)
 
@@ -298,7 +316,9 @@ class TCPTransport:
         """Listen on ``host:port`` (port 0 picks a free one; see ``address``)."""
         if self._server is not None:
             raise RuntimeError("transport already started")
-        self._server = await asyncio.start_server(self._serve, self.host, self.port)
+        self._server = await asyncio.start_server(
+            self._serve, self.host, self.port, ssl=self.ssl_server,
+            ssl_handshake_timeout=self.hello_timeout if self.ssl_server else None)
         self.port = self._server.sockets[0].getsockname()[1]
 
     @property
@@ -389,7 +409,11 @@ class TCPTransport:
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         assert task is not None
-        if self._closed:
+        if self._closed or (self.max_inbound and len(self._inbound) >= self.max_inbound):
+            if not self._closed:
+                self.stats_in["refused"] += 1
+                log.warning("%s: refusing a connection from %s: %d open (the limit)",
+                            self.local_id, writer.get_extra_info("peername"), len(self._inbound))
             await _close_writer(writer)
             return
         self._inbound.add(task)
@@ -397,14 +421,14 @@ class TCPTransport:
         remote = writer.get_extra_info("peername")
         sender = "?"
         try:
-            hello = await asyncio.wait_for(_read_frame(reader, self.max_frame),
+            hello = await asyncio.wait_for(read_frame(reader, self.max_frame),
                                            self.hello_timeout)
             if self.on_other_connection is not None and not _is_hello(hello):
                 await self.on_other_connection(hello, reader, writer)
                 return
             sender = self._check_hello(hello)
             while True:
-                payload = await _read_frame(reader, self.max_frame)
+                payload = await read_frame(reader, self.max_frame)
                 self.stats_in["frames"] += 1
                 try:
                     result = self.on_message(sender, payload)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import ssl
 import threading
 from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from typing import Any, Protocol, TypeVar
@@ -25,6 +26,7 @@ import msgpack
 from pykvs.server.args import NS_PER_SECOND
 from pykvs.server.rpc import RawMsgpack, RPCClient, RPCError, invoke
 from pykvs.server.server import Server, ServerConfig
+from pykvs.server.tls import TLSConfig
 from pykvs.state.entry import DirEntry
 from pykvs.state.sessions import Session
 from pykvs.state.txn import TxnError, TxnResult
@@ -41,8 +43,9 @@ class Caller(Protocol):
 class RemoteCaller:
     """Calls over one pipelined msgpack-RPC connection to ``host:port``."""
 
-    def __init__(self, host: str, port: int, timeout: float | None = None) -> None:
-        self.client = RPCClient(host, port)
+    def __init__(self, host: str, port: int, timeout: float | None = None,
+                 ssl_context: ssl.SSLContext | None = None) -> None:
+        self.client = RPCClient(host, port, ssl=ssl_context)
         self.timeout = timeout
 
     async def call(self, method: str, args: Mapping[str, Any]) -> Any:
@@ -474,13 +477,23 @@ async def open_async(path: str, *, wait_leader: float = 30.0, **options: Any) ->
     return AsyncKV(LocalCaller(server))
 
 
-async def connect_async(address: str = "127.0.0.1:8300", *,
-                        timeout: float | None = None) -> AsyncKV:
-    """A client of the server at ``host:port`` over msgpack-RPC (dialled on first use)."""
+def _tls_context(tls: ssl.SSLContext | TLSConfig | None) -> ssl.SSLContext | None:
+    if tls is None or isinstance(tls, ssl.SSLContext):
+        return tls
+    if isinstance(tls, TLSConfig):
+        return tls.client_context()
+    raise TypeError(f"tls must be an ssl.SSLContext or a TLSConfig, not {type(tls).__name__}")
+
+
+async def connect_async(address: str = "127.0.0.1:8300", *, timeout: float | None = None,
+                        tls: ssl.SSLContext | TLSConfig | None = None) -> AsyncKV:
+    """A client of the server at ``host:port`` over msgpack-RPC (dialled on first use). ``tls``
+    (a context, e.g. from ``pykvs.server.tls.client_context``, or a TLSConfig) for a server
+    that serves TLS."""
     from pykvs.raft.transport import split_address
 
     host, port = split_address(address)
-    return AsyncKV(RemoteCaller(host, port, timeout))
+    return AsyncKV(RemoteCaller(host, port, timeout, ssl_context=_tls_context(tls)))
 
 
 def open(path: str, **options: Any) -> KV:
@@ -488,7 +501,8 @@ def open(path: str, **options: Any) -> KV:
     return KV(lambda: open_async(path, **options), name=f"pykvs {path}")
 
 
-def connect(address: str = "127.0.0.1:8300", *, timeout: float | None = None) -> KV:
+def connect(address: str = "127.0.0.1:8300", *, timeout: float | None = None,
+            tls: ssl.SSLContext | TLSConfig | None = None) -> KV:
     """The synchronous :func:`connect_async`."""
-    return KV(lambda: connect_async(address, timeout=timeout), name=f"pykvs {address}")
+    return KV(lambda: connect_async(address, timeout=timeout, tls=tls), name=f"pykvs {address}")
 

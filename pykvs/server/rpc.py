@@ -14,6 +14,9 @@ A request that cannot be understood (not a 3-array, bad id, unknown method, args
 an error response when it carries a usable id. A frame that breaks the framing itself (length 0,
 over ``max_frame``, not exactly one msgpack object) closes that connection only: after a bad
 frame the stream cannot be trusted to resynchronise. The server keeps serving everyone else.
+With ``connection_errors`` (the Server turns it on) it first sends a *connection error*,
+``[nil, error, nil]``, which fails every request the client has in flight with that message. A
+connection over ``max_connections`` always gets one, then is closed.
 """
 
 from __future__ import annotations
@@ -22,15 +25,27 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import ssl as _ssl
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import msgpack
 
+# One framing for the shared port: Raft and RPC read frames the same way.
+from pykvs.raft.transport import FrameError, read_frame
+from pykvs.server.limits import (
+    DEFAULT_RPC_MAX_CONNS,
+    DEFAULT_RPC_MAX_FRAME,
+    LimitExceeded,
+    PerClientCounter,
+    too_many_connections,
+)
+
 log = logging.getLogger(__name__)
 
-DEFAULT_MAX_FRAME = 8 << 20
+DEFAULT_MAX_FRAME = DEFAULT_RPC_MAX_FRAME
+_REFUSAL_LINGER = 1.0  # seconds a refused connection is read before it is closed
 _HEADER = 4
 
 
@@ -73,21 +88,28 @@ def encode_response(req_id: int, error: str | None, result: Any) -> bytes:
     return encode_frame(body)
 
 
-class FrameError(Exception):
-    """The byte stream broke the framing; the connection must be closed."""
+async def refuse_connection(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, error: str
+) -> None:
+    """Send the connection error ``[nil, error, nil]`` and stop writing; the caller closes."""
+    with contextlib.suppress(Exception):
+        writer.write(encode_frame(_pack([None, error, None])))
+        await asyncio.wait_for(writer.drain(), _REFUSAL_LINGER)
+        if writer.can_write_eof():
+            writer.write_eof()
+
+        # Closing with unread input resets the connection, and the client could lose the
+        # error before reading it: read (and drop) what it sent, briefly.
+        async def discard_input() -> None:
+            while await reader.read(1 << 16):
+                pass
+
+        await asyncio.wait_for(discard_input(), _REFUSAL_LINGER)
 
 
-async def read_frame(reader: asyncio.StreamReader, max_frame: int) -> Any:
-    """Read one frame and decode its single msgpack object."""
-    header = await reader.readexactly(_HEADER)
-    length = int.from_bytes(header, "big")
-    if length == 0 or length > max_frame:
-        raise FrameError(f"frame length {length} outside 1..{max_frame}")
-    body = await reader.readexactly(length)
-    try:
-        return msgpack.unpackb(body, raw=False, strict_map_key=False)
-    except Exception as exc:
-        raise FrameError(f"frame of {length} bytes is not one msgpack object: {exc}") from None
+def _min_query_index(args: dict[str, Any]) -> int:
+    value = args.get("MinQueryIndex")
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
 
 
 def _parse_request(obj: Any) -> tuple[int | None, str | None, Any, str | None]:
@@ -132,17 +154,28 @@ class RPCServer:
         *,
         max_frame: int = DEFAULT_MAX_FRAME,
         max_in_flight_per_conn: int = 1024,
+        max_connections: int = DEFAULT_RPC_MAX_CONNS,
+        blocking: PerClientCounter | None = None,
+        uncounted: Callable[[str], bool] = lambda host: False,
+        connection_errors: bool = False,
     ) -> None:
         self.handlers = dict(handlers)
         self.max_frame = max_frame
         self.max_in_flight_per_conn = max_in_flight_per_conn
+        self.max_connections = max_connections
+        # Blocking queries per client host (None: unlimited); hosts ``uncounted`` says so of
+        # (the cluster's other servers, forwarding) are not counted.
+        self.blocking = blocking
+        self.uncounted = uncounted
+        self.connection_errors = connection_errors
         self._server: asyncio.base_events.Server | None = None
         self._connections: set[asyncio.Task[None]] = set()
         self._closing = False
         self.address: tuple[str, int] | None = None
 
-    async def start(self, host: str = "127.0.0.1", port: int = 0) -> tuple[str, int]:
-        self._server = await asyncio.start_server(self._serve_connection, host, port)
+    async def start(self, host: str = "127.0.0.1", port: int = 0, *,
+                    ssl: _ssl.SSLContext | None = None) -> tuple[str, int]:
+        self._server = await asyncio.start_server(self._serve_connection, host, port, ssl=ssl)
         sockname = self._server.sockets[0].getsockname()
         self.address = (sockname[0], sockname[1])
         return self.address
@@ -183,8 +216,17 @@ class RPCServer:
         frames that were read off it before."""
         task = asyncio.current_task()
         assert task is not None
-        self._connections.add(task)
         peer = writer.get_extra_info("peername")
+        if len(self._connections) >= self.max_connections:
+            log.warning("rpc: refusing a connection from %s: %d open", peer,
+                        len(self._connections))
+            await refuse_connection(reader, writer, too_many_connections(
+                "RPC", self.max_connections))
+            writer.close()
+            return
+        self._connections.add(task)
+        host = str(peer[0]) if isinstance(peer, tuple) and peer else "?"
+        counted = self.blocking is not None and not self.uncounted(host)
         write_lock = asyncio.Lock()
         in_flight: set[asyncio.Task[None]] = set()
         slots = asyncio.Semaphore(self.max_in_flight_per_conn)
@@ -201,7 +243,14 @@ class RPCServer:
 
         async def run(req_id: int, method: str, handler: Handler, args: dict[str, Any]) -> None:
             try:
-                error, result = await invoke(method, handler, args)
+                if counted and self.blocking is not None and _min_query_index(args) > 0:
+                    try:
+                        with self.blocking.hold(host):
+                            error, result = await invoke(method, handler, args)
+                    except LimitExceeded as exc:
+                        error, result = f"{method}: {exc}", None
+                else:
+                    error, result = await invoke(method, handler, args)
                 await respond(req_id, error, result)
             finally:
                 slots.release()
@@ -217,6 +266,8 @@ class RPCServer:
                     return
                 except FrameError as exc:
                     log.warning("rpc: closing connection from %s: %s", peer, exc)
+                    if self.connection_errors:
+                        await refuse_connection(reader, writer, f"rpc: {exc}")
                     return
                 req_id, method, args, problem = _parse_request(obj)
                 if problem is None and method not in self.handlers:
@@ -251,10 +302,13 @@ class RPCServer:
 class RPCClient:
     """One connection to one server with many requests in flight."""
 
-    def __init__(self, host: str, port: int, *, max_frame: int = DEFAULT_MAX_FRAME) -> None:
+    def __init__(self, host: str, port: int, *, max_frame: int = DEFAULT_MAX_FRAME,
+                 ssl: _ssl.SSLContext | None = None, connect_timeout: float = 10.0) -> None:
         self.host = host
         self.port = port
         self.max_frame = max_frame
+        self.ssl = ssl
+        self.connect_timeout = connect_timeout
         self._ids = itertools.count(1)
         self._pending: dict[int, asyncio.Future[Any]] = {}
         self._reader: asyncio.StreamReader | None = None
@@ -272,9 +326,12 @@ class RPCClient:
             if self.closed:
                 raise ConnectionLost(f"client for {self.host}:{self.port} is closed")
             if not self.connected:
-                self._reader, self._writer = await asyncio.open_connection(self.host, self.port)
+                reader, self._writer = await asyncio.wait_for(
+                    asyncio.open_connection(self.host, self.port, ssl=self.ssl),
+                    self.connect_timeout)
+                self._reader = reader
                 self._read_task = asyncio.get_running_loop().create_task(
-                    self._read_responses(self._reader)
+                    self._read_responses(reader)
                 )
             assert self._writer is not None
             return self._writer
@@ -284,6 +341,12 @@ class RPCClient:
         try:
             while True:
                 obj = await read_frame(reader, self.max_frame)
+                if isinstance(obj, list) and len(obj) == 3 and obj[0] is None and obj[1]:
+                    # A connection error: the server refused the connection or a frame, and
+                    # closes it (requests in flight are cancelled, their outcome unknown).
+                    error = ConnectionLost(f"{self.host}:{self.port} closed the connection: "
+                                           f"{obj[1]}")
+                    return
                 if not isinstance(obj, list) or len(obj) != 3 or not isinstance(obj[0], int):
                     error = ConnectionLost(f"malformed response from {self.host}:{self.port}")
                     return
@@ -337,15 +400,17 @@ class RPCClient:
 class ConnectionPool:
     """One RPCClient per server address, re-dialled when its connection dropped."""
 
-    def __init__(self, *, max_frame: int = DEFAULT_MAX_FRAME) -> None:
+    def __init__(self, *, max_frame: int = DEFAULT_MAX_FRAME,
+                 ssl: _ssl.SSLContext | None = None) -> None:
         self.max_frame = max_frame
+        self.ssl = ssl
         self._clients: dict[tuple[str, int], RPCClient] = {}
 
     def client(self, host: str, port: int) -> RPCClient:
         key = (host, port)
         found = self._clients.get(key)
         if found is None or found.closed:
-            found = RPCClient(host, port, max_frame=self.max_frame)
+            found = RPCClient(host, port, max_frame=self.max_frame, ssl=self.ssl)
             self._clients[key] = found
         return found
 

@@ -61,7 +61,9 @@ from pykvs.raft.types import Configuration
 from pykvs.server.args import QueryOptions, field_bool, field_str
 from pykvs.server.endpoints import Endpoints, raw_reply
 from pykvs.server.leader import SessionTimers, TombstoneGC
+from pykvs.server.limits import Limits, PerClientCounter
 from pykvs.server.rpc import ConnectionLost, ConnectionPool, RawMsgpack, RPCError, RPCServer
+from pykvs.server.tls import TLSConfig
 from pykvs.state.store import StateSnapshot, StateStore
 from pykvs.state.txn import TxnOp, TxnResult
 from pykvs.state.watch import DEFAULT_QUERY_TIME, MAX_QUERY_TIME, WatchSet
@@ -101,6 +103,8 @@ class ServerConfig:
     election_tick: int = 10
     snapshot_threshold: int = 8192
     raft_options: dict[str, Any] = field(default_factory=dict)  # more NodeConfig fields
+    tls: TLSConfig = field(default_factory=TLSConfig)  # plaintext unless a certificate is set
+    limits: Limits = field(default_factory=Limits)  # protective limits (server/limits.py)
 
     def __post_init__(self) -> None:
         if not self.node_name:
@@ -138,13 +142,16 @@ class Server:
         self.node: RaftNode | None = None
         self.sessions = SessionTimers(self._expire_session, config.session_ttl_multiplier)
         self.tombstones = TombstoneGC(config.tombstone_ttl, config.tombstone_granularity)
-        self.pool = ConnectionPool()
+        self.tls_server = config.tls.server_context()
+        self.pool = ConnectionPool(ssl=config.tls.client_context())
         self.endpoints = Endpoints(self)
         self.handlers: dict[str, Callable[[dict[str, Any]], Awaitable[Any]]] = {
             name: self._retrying(handler) for name, handler in self.endpoints.table().items()
         }
         self.handlers["Internal.Join"] = self._retrying(self._internal_join)
-        self.rpc = RPCServer(self.handlers)
+        self.blocking_rpc = PerClientCounter(config.limits.max_blocking_per_client,
+                                             "blocking queries")
+        self.rpc = self._rpc_server(self.handlers)
         self.address = ""
         self._discovery: RPCServer | None = None
         self._known: dict[str, str] = {}  # servers met while waiting for bootstrap_expect
@@ -170,8 +177,8 @@ class Server:
                 log.info("%s: restarting from %s", cfg.node_name, data_dir)
                 await self._start_node(port, bootstrap=False, peers={})
             elif cfg.join or cfg.bootstrap_expect > 1:
-                self._discovery = RPCServer(self._discovery_handlers())
-                host, port = await self._discovery.start(cfg.bind, port)
+                self._discovery = self._rpc_server(self._discovery_handlers())
+                host, port = await self._discovery.start(cfg.bind, port, ssl=self.tls_server)
                 self.address = f"{host}:{port}"
                 self._spawn(self._form_cluster(), "form cluster")
             elif cfg.bootstrap or cfg.bootstrap_expect == 1:
@@ -229,13 +236,34 @@ class Server:
         node = RaftNode(
             node_config, self.storage.log, self.storage.snapshots, self.fsm,
             bind=f"{cfg.bind}:{port}", peers=peers, bootstrap=bootstrap,
-            transport_options={"on_other_connection": self.rpc.serve_handoff},
+            transport_options={"on_other_connection": self.rpc.serve_handoff,
+                               "ssl_server": self.tls_server, "ssl_client": self.pool.ssl,
+                               # RPC clients are refused (with an error) by the RPC server;
+                               # this backstop leaves room for the Raft links of 32 peers.
+                               "max_inbound": cfg.limits.rpc_max_conns + 64},
         )
         await node.start()
         self.node = node
         self.address = node.address
         self._node_ready.set()
         self._spawn(self._watch_leadership(), "leadership watch")
+
+    def _rpc_server(self, handlers: dict[str, Callable[[dict[str, Any]], Awaitable[Any]]]
+                    ) -> RPCServer:
+        limits = self.config.limits
+        return RPCServer(handlers, max_frame=limits.rpc_max_frame,
+                         max_connections=limits.rpc_max_conns, blocking=self.blocking_rpc,
+                         uncounted=self._is_other_server_host, connection_errors=True)
+
+    def _is_other_server_host(self, host: str) -> bool:
+        """Whether ``host`` runs another server of the cluster (its forwarded blocking
+        queries were counted where they came in)."""
+        node = self.node
+        if node is None:
+            return False
+        return any(split_address(address)[0] == host
+                   for sid, address in node.configuration().all_servers().items()
+                   if sid != node.id)
 
     def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
         task = asyncio.get_running_loop().create_task(coro, name=f"{self.config.node_name} {name}")
