@@ -460,16 +460,6 @@ const radix_leaf *radix_get(const radix_node *t, const char *key, size_t klen)
     return lookup(t, (const uchar *)key, klen, &deepest);
 }
 
-const char *radix_get_value(const radix_node *t, const char *key, size_t klen, size_t *vlen)
-{
-    const radix_node *deepest;
-    const radix_leaf *l = lookup(t, (const uchar *)key, klen, &deepest);
-    if (!l)
-        return NULL;
-    *vlen = l->vlen;
-    return l->data;
-}
-
 uint64_t radix_key_watch(const radix_node *t, const char *key, size_t klen)
 {
     const radix_node *deepest;

@@ -69,8 +69,6 @@ void radix_release(radix_node *t);
 /* Reads (on any version, or on a transaction's root). */
 uint64_t radix_len(const radix_node *t);
 const radix_leaf *radix_get(const radix_node *t, const char *key, size_t klen);
-/* The value of key's leaf (*vlen bytes, valid while a version holding it lives), or NULL. */
-const char *radix_get_value(const radix_node *t, const char *key, size_t klen, size_t *vlen);
 uint64_t radix_key_watch(const radix_node *t, const char *key, size_t klen);
 uint64_t radix_prefix_watch(const radix_node *t, const char *prefix, size_t plen);
 uint64_t radix_count(const radix_node *t, const char *prefix, size_t plen);
