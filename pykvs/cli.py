@@ -9,6 +9,8 @@ from collections.abc import Callable, Sequence
 
 from pykvs import cli_consul
 from pykvs.server import agent
+from pykvs.server.limits import Limits
+from pykvs.server.tls import TLSConfig
 
 # name -> (add the subcommand's arguments to its parser, run it with the parsed namespace)
 Command = tuple[Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]
@@ -53,17 +55,65 @@ def _agent_arguments(parser: argparse.ArgumentParser) -> None:
                         help="how long a request waits for a leader (default: 7)")
     parser.add_argument("--max-value-size", type=int, default=defaults.max_value_size,
                         metavar="BYTES", help="largest value accepted (default: 524288)")
+    _security_arguments(parser)
+
+
+def _security_arguments(parser: argparse.ArgumentParser) -> None:
+    """TLS (Consul's flags) and the protective limits (pykvs.server.limits)."""
+    tls = parser.add_argument_group("TLS")
+    tls.add_argument("--tls-cert", default="", metavar="FILE",
+                     help="this server's certificate (PEM): the server port speaks TLS only")
+    tls.add_argument("--tls-key", default="", metavar="FILE", help="its private key (PEM)")
+    tls.add_argument("--tls-ca", default="", metavar="FILE",
+                     help="the CA certificate (PEM) that signs servers and clients")
+    tls.add_argument("--verify-incoming", action="store_true",
+                     help="require a client certificate signed by the CA (mutual TLS)")
+    tls.add_argument("--verify-outgoing", action="store_true",
+                     help="check the certificate of every server this one connects to")
+    tls.add_argument("--https-port", type=_port, default=None,
+                     help="also serve the HTTP API over HTTPS on this port (0 picks one)")
+    limits = parser.add_argument_group("limits")
+    defaults = Limits()
+    for flag, name, unit, what in [
+        ("--http-max-body", "http_max_body", "BYTES", "largest HTTP request body"),
+        ("--http-max-conns", "http_max_conns", "N", "open HTTP connections"),
+        ("--rpc-max-conns", "rpc_max_conns", "N", "open RPC client connections"),
+        ("--rpc-max-frame", "rpc_max_frame", "BYTES", "largest RPC frame"),
+        ("--max-blocking-per-client", "max_blocking_per_client", "N",
+         "blocking queries waiting at once per client address"),
+    ]:
+        default = getattr(defaults, name)
+        limits.add_argument(flag, dest=name, type=int, default=default, metavar=unit,
+                            help=f"{what} (default: {default})")
+
+
+def _security_config(ns: argparse.Namespace) -> tuple[TLSConfig, Limits]:
+    """The TLS and limit flags, checked (ValueError names the bad one)."""
+    if ns.https_port is not None and not ns.tls_cert:
+        raise ValueError("--https-port needs --tls-cert and --tls-key")
+    tls = TLSConfig(cert_file=ns.tls_cert, key_file=ns.tls_key, ca_file=ns.tls_ca,
+                    verify_incoming=ns.verify_incoming, verify_outgoing=ns.verify_outgoing)
+    limits = Limits(http_max_body=ns.http_max_body, http_max_conns=ns.http_max_conns,
+                    rpc_max_conns=ns.rpc_max_conns, rpc_max_frame=ns.rpc_max_frame,
+                    max_blocking_per_client=ns.max_blocking_per_client)
+    return tls, limits
 
 
 def _run_agent(ns: argparse.Namespace) -> int:
     if ns.bootstrap_expect < 0:
         print("pykvs agent: --bootstrap-expect must be >= 0", file=sys.stderr)
         return 2
+    try:
+        tls, limits = _security_config(ns)
+    except ValueError as exc:
+        print(f"pykvs agent: {exc}", file=sys.stderr)
+        return 2
     config = agent.AgentConfig(
         node=ns.node, datacenter=ns.datacenter, data_dir=ns.data_dir, bind=ns.bind,
         http_port=ns.http_port, rpc_port=ns.rpc_port, bootstrap_expect=ns.bootstrap_expect,
         join=ns.join, join_wan=ns.join_wan, dev=ns.dev, log_level=ns.log_level,
         rpc_hold_timeout=ns.rpc_hold_timeout, max_value_size=ns.max_value_size,
+        tls=tls, https_port=ns.https_port, limits=limits,
     )
     try:
         agent.parse_join_wan(config.join_wan)

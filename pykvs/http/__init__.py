@@ -11,6 +11,7 @@ Consul's.
 from __future__ import annotations
 
 import logging
+import ssl
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
@@ -18,6 +19,7 @@ from aiohttp import web
 
 from pykvs import ui
 from pykvs.http import kv, operator, session, snapshot, txn
+from pykvs.http import limits as http_limits
 from pykvs.http.common import SERVER_KEY, HTTPError
 from pykvs.server.rpc import RPCError
 
@@ -78,8 +80,11 @@ async def consul_errors(request: web.Request, handler: Handler) -> web.StreamRes
 
 
 def make_app(server: Server) -> web.Application:
-    app = web.Application(middlewares=[consul_errors])
+    limits = server.config.limits
+    app = web.Application(middlewares=[consul_errors, http_limits.enforce],
+                          client_max_size=limits.http_max_body)
     app[SERVER_KEY] = server
+    http_limits.install(app, limits.max_blocking_per_client)
     for path, methods, handler in ROUTES:
         for method in methods:
             app.router.add_route(method, path, handler)
@@ -87,28 +92,40 @@ def make_app(server: Server) -> web.Application:
 
 
 class HTTPServer:
-    """A running HTTP API: ``address`` is "host:port"; ``await close()`` stops it."""
+    """A running HTTP API: ``address`` is "host:port" (``https_address`` too when HTTPS is
+    served); ``await close()`` stops it."""
 
-    def __init__(self, runner: web.AppRunner, address: str) -> None:
+    def __init__(self, runner: web.AppRunner, address: str, https_address: str = "") -> None:
         self.runner = runner
         self.address = address
+        self.https_address = https_address
 
     async def close(self) -> None:
         await self.runner.cleanup()
 
 
-async def start(server: Server, host: str = "127.0.0.1", port: int = 8500) -> HTTPServer:
-    """Serve the HTTP API of ``server`` on ``host:port`` (0 picks a free port)."""
+async def start(server: Server, host: str = "127.0.0.1", port: int = 8500, *,
+                https_port: int | None = None, ssl_context: ssl.SSLContext | None = None
+                ) -> HTTPServer:
+    """Serve the HTTP API of ``server`` on ``host:port`` (0 picks a free port), and over
+    HTTPS with ``ssl_context`` on ``host:https_port`` when that is given."""
+    if https_port is not None and ssl_context is None:
+        raise ValueError("https_port needs an ssl_context (a TLS certificate and key)")
     snapshot.register(server)
     # Blocking queries may be waiting: do not let them hold the agent's shutdown.
     runner = web.AppRunner(make_app(server), access_log=None, handle_signals=False,
                            shutdown_timeout=0.5)
     await runner.setup()
-    site = web.TCPSite(runner, host, port)
+    assert runner.server is not None
+    runner.app[http_limits.CONNECTIONS_KEY].server = runner.server
+    sites = [web.TCPSite(runner, host, port)]
+    if https_port is not None:
+        sites.append(web.TCPSite(runner, host, https_port, ssl_context=ssl_context))
     try:
-        await site.start()
+        for site in sites:
+            await site.start()
     except BaseException:
         await runner.cleanup()
         raise
-    bound_host, bound_port = runner.addresses[0][:2]
-    return HTTPServer(runner, f"{bound_host}:{bound_port}")
+    bound = [f"{a[0]}:{a[1]}" for a in runner.addresses]
+    return HTTPServer(runner, bound[0], bound[1] if https_port is not None else "")

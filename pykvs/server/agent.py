@@ -24,7 +24,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pykvs.raft.transport import split_address
+from pykvs.server.limits import Limits
 from pykvs.server.server import Server, ServerConfig
+from pykvs.server.tls import TLSConfig
 
 log = logging.getLogger("pykvs.agent")
 
@@ -47,6 +49,9 @@ class AgentConfig:
     log_level: str = "info"
     rpc_hold_timeout: float = 7.0
     max_value_size: int = 512 * 1024
+    tls: TLSConfig = field(default_factory=TLSConfig)  # --tls-*, --verify-*
+    https_port: int | None = None  # HTTPS beside HTTP when set (needs --tls-cert/--tls-key)
+    limits: Limits = field(default_factory=Limits)  # --http-max-body, --rpc-max-conns, ...
 
     def server_config(self, data_dir: str) -> ServerConfig:
         return ServerConfig(
@@ -61,6 +66,8 @@ class AgentConfig:
             join_wan=parse_join_wan(self.join_wan),
             rpc_hold_timeout=self.rpc_hold_timeout,
             max_value_size=self.max_value_size,
+            tls=self.tls,
+            limits=self.limits,
         )
 
 
@@ -85,8 +92,10 @@ def configure_logging(level: str) -> None:
     logging.basicConfig(level=numeric, format=LOG_FORMAT, stream=sys.stderr, force=True)
 
 
-async def _start_http(server: Server, host: str, port: int) -> tuple[Any, str]:
-    """The HTTP layer when it exists: (handle with close(), "host:port")."""
+async def _start_http(server: Server, host: str, port: int, https_port: int | None = None
+                      ) -> tuple[Any, str]:
+    """The HTTP layer when it exists: (handle with close(), "host:port"), and the HTTPS
+    address after " https=" when ``https_port`` is set."""
     try:
         from pykvs import http
     except ImportError:  # pragma: no cover - the package is part of the distribution
@@ -94,8 +103,12 @@ async def _start_http(server: Server, host: str, port: int) -> tuple[Any, str]:
     start = getattr(http, "start", None)
     if start is None:
         return None, f"{host}:{port}"
-    handle = await start(server, host, port)
-    return handle, str(handle.address)
+    if https_port is None:
+        handle = await start(server, host, port)
+        return handle, str(handle.address)
+    handle = await start(server, host, port, https_port=https_port,
+                         ssl_context=server.tls_server)
+    return handle, f"{handle.address} https={handle.https_address}"
 
 
 async def run(config: AgentConfig, stop: asyncio.Event | None = None) -> int:
@@ -110,7 +123,8 @@ async def run(config: AgentConfig, stop: asyncio.Event | None = None) -> int:
     http_handle = None
     try:
         address = await server.start()
-        http_handle, http_address = await _start_http(server, config.bind, config.http_port)
+        http_handle, http_address = await _start_http(server, config.bind, config.http_port,
+                                                      config.https_port)
         print(f"http={http_address} rpc={address}", flush=True)
         log.info("agent %s (datacenter %s) serving RPC on %s, data in %s", config.node,
                  config.datacenter, address, data_dir)

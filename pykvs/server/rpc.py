@@ -357,7 +357,7 @@ class RPCClient:
                     future.set_exception(RPCError(str(obj[1])))
                 else:
                     future.set_result(obj[2])
-        except (asyncio.IncompleteReadError, ConnectionError, FrameError) as exc:
+        except (asyncio.IncompleteReadError, OSError, FrameError) as exc:  # ssl errors too
             error = ConnectionLost(f"connection to {self.host}:{self.port} lost: {exc}")
         finally:
             if self._writer is not None:
