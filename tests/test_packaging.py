@@ -52,6 +52,8 @@ def test_wheel_builds_installs_and_imports_in_a_fresh_venv(tmp_path: Path) -> No
         "assert 'site-packages' in pykvs.__file__, pykvs.__file__\n"
         "t = r.Tree(); x = t.txn(); x.insert(b'k', b'v', 7); t2, fired = x.commit()\n"
         "assert t2.get(b'k') == b'v' and len(t2) == 1 and t2.max_index() == 7\n"
+        "import pykvs.ui\n"
+        "assert (pykvs.ui.STATIC_DIR / 'app.js').is_file(), 'the UI files are not in the wheel'\n"
         "import pkgutil\n"
         "walk = pkgutil.walk_packages(pykvs.__path__, 'pykvs.')\n"
         "found = sorted(m.name for m in walk if m.ispkg)\n"
