@@ -7,7 +7,7 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 
-from pykvs import cli_consul
+from pykvs import cli_acl, cli_consul
 from pykvs.server import agent
 from pykvs.server.limits import Limits
 from pykvs.server.tls import TLSConfig
@@ -55,6 +55,12 @@ def _agent_arguments(parser: argparse.ArgumentParser) -> None:
                         help="how long a request waits for a leader (default: 7)")
     parser.add_argument("--max-value-size", type=int, default=defaults.max_value_size,
                         metavar="BYTES", help="largest value accepted (default: 524288)")
+    parser.add_argument("--acl-enabled", action="store_true",
+                        help="enforce ACLs (bootstrap a management token with "
+                             "pykvs acl bootstrap)")
+    parser.add_argument("--acl-default-policy", choices=("allow", "deny"),
+                        default=defaults.acl_default_policy,
+                        help="what ACLs decide where no rule matches (default: allow)")
     _security_arguments(parser)
 
 
@@ -114,6 +120,7 @@ def _run_agent(ns: argparse.Namespace) -> int:
         join=ns.join, join_wan=ns.join_wan, dev=ns.dev, log_level=ns.log_level,
         rpc_hold_timeout=ns.rpc_hold_timeout, max_value_size=ns.max_value_size,
         tls=tls, https_port=ns.https_port, limits=limits,
+        acl_enabled=ns.acl_enabled, acl_default_policy=ns.acl_default_policy,
     )
     try:
         agent.parse_join_wan(config.join_wan)
@@ -134,6 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
     for name, (add_arguments, _) in COMMANDS.items():
         add_arguments(sub.add_parser(name, help=f"pykvs {name}"))
     cli_consul.register(sub)  # kv, operator raft, snapshot: each leaf sets ``run``
+    cli_acl.register(sub)  # acl bootstrap|policy|token
     return parser
 
 

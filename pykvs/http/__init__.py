@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 from pykvs import ui
-from pykvs.http import kv, operator, session, snapshot, txn
+from pykvs.acl import ACLNotFound, PermissionDenied
+from pykvs.http import acl, kv, operator, session, snapshot, txn
 from pykvs.http import limits as http_limits
 from pykvs.http.common import SERVER_KEY, HTTPError
 from pykvs.server.rpc import RPCError
@@ -49,6 +50,7 @@ ROUTES: list[tuple[str, tuple[str, ...], Handler]] = [
     ("/v1/snapshot", ("GET", "PUT"), snapshot.snapshot_endpoint),
     ("/v1/agent/self", ("GET",), operator.agent_self_endpoint),
     (ui.UI_ROUTE, ("GET",), ui.ui_endpoint),  # the web UI; / redirects to /ui/
+    *acl.ROUTES,
 ]
 
 
@@ -70,8 +72,10 @@ async def consul_errors(request: web.Request, handler: Handler) -> web.StreamRes
         return _text(404, f"Invalid URL path: no endpoint at {request.path!r}")
     except web.HTTPException:
         raise
+    except (PermissionDenied, ACLNotFound) as exc:  # Consul answers both 403
+        return _text(403, str(exc))
     except RPCError as exc:  # the server's refusal (No cluster leader, lock errors, ...)
-        return _text(500, exc.message)
+        return _text(*(acl.refusal(exc.message) or (500, exc.message)))
     except (ValueError, TypeError) as exc:  # bad arguments found by the server's endpoints
         return _text(400, str(exc))
     except Exception as exc:

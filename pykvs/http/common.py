@@ -66,10 +66,34 @@ def datacenter(request: web.Request) -> str:
     return request.query.get("dc") or server_of(request).config.datacenter
 
 
-def query_args(request: web.Request) -> dict[str, Any]:
-    """Consul's parse(): Datacenter plus QueryOptions, in RPC argument form."""
-    query = request.query
+def token_of(request: web.Request) -> str:
+    """Consul's parseToken: ``?token=``, else ``X-Consul-Token``, else ``Authorization:
+    Bearer``; "" when the request names none (the anonymous token)."""
+    token = request.query.get("token", "")
+    if token:
+        return token
+    token = request.headers.get("X-Consul-Token", "")
+    if token:
+        return token
+    parts = request.headers.get("Authorization", "").split(" ")
+    if len(parts) == 2 and parts[0].lower() == "bearer":
+        return parts[1].strip()
+    return ""
+
+
+def write_args(request: web.Request) -> dict[str, Any]:
+    """Datacenter and the request's token (``Token``, the secret), in RPC argument form."""
     args: dict[str, Any] = {"Datacenter": datacenter(request)}
+    token = token_of(request)
+    if token:
+        args["Token"] = token
+    return args
+
+
+def query_args(request: web.Request) -> dict[str, Any]:
+    """Consul's parse(): Datacenter, the token and QueryOptions, in RPC argument form."""
+    query = request.query
+    args = write_args(request)
     wait = query.get("wait", "")
     if wait:
         try:
@@ -94,11 +118,14 @@ def query_args(request: web.Request) -> dict[str, Any]:
 
 def meta_headers(meta: Mapping[str, Any]) -> dict[str, str]:
     """setMeta: QueryMeta as response headers."""
-    return {
+    headers = {
         "X-Consul-Index": str(max(int(meta.get("Index") or 0), 1)),
         "X-Consul-KnownLeader": "true" if meta.get("KnownLeader") else "false",
         "X-Consul-LastContact": str(max(int(meta.get("LastContact") or 0), 0) // 1_000_000),
     }
+    if meta.get("ResultsFilteredByACLs"):
+        headers["X-Consul-Results-Filtered-By-ACLs"] = "true"
+    return headers
 
 
 def json_response(body: Any, status: int = 200, headers: Mapping[str, str] | None = None

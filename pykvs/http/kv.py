@@ -15,19 +15,22 @@ from urllib.parse import urlencode
 from aiohttp import web
 
 from pykvs import transcode
+from pykvs.acl import filter_packed
 from pykvs.http.common import (
     HTTPError,
-    datacenter,
     json_response,
     meta_headers,
     query_args,
     read_body,
     server_of,
     uint_param,
+    write_args,
 )
+from pykvs.server.endpoints import list_keys
 from pykvs.state.entry import encode_entry
 
 if TYPE_CHECKING:
+    from pykvs.acl import Authorizer
     from pykvs.server.server import Server
     from pykvs.state.store import StateSnapshot
     from pykvs.state.watch import WatchSet
@@ -70,14 +73,25 @@ def _render_entries(entries: list[Any] | None) -> bytes:
 
 async def _run_read(server: Server, method: str, args: dict[str, Any], read: Any,
                     from_reply: Any) -> tuple[dict[str, Any], Any]:
-    """Forward when another server must answer, else answer here; ``(meta, body)``."""
+    """Forward when another server must answer, else answer here; ``(meta, body)``.
+
+    ``read(authz, ws, state)`` answers ``(index, (body, filtered))`` with the request's
+    rights (the forwarded request is judged by the server that answers it)."""
 
     async def attempt(args: dict[str, Any]) -> tuple[dict[str, Any], Any]:
         forwarded, reply = await server.forward(method, args, read=True)
         if forwarded:
             return reply, from_reply(reply)
-        index, body = await server.local_query(args, read)
-        return server.query_meta(index), body
+        authz = server.acl.authorize(args)
+
+        def authorized_read(ws: WatchSet, state: StateSnapshot) -> tuple[int, Any]:
+            return read(authz, ws, state)
+
+        index, (body, filtered) = await server.local_query(args, authorized_read)
+        meta = server.query_meta(index)
+        if filtered and args.get("Token"):  # as Consul: the anonymous caller is not told
+            meta["ResultsFilteredByACLs"] = True
+        return meta, body
 
     return await server.retrying(attempt)(args)
 
@@ -95,9 +109,11 @@ async def _get(request: web.Request) -> web.StreamResponse:
     if recurse:
         method = "KVS.List"
 
-        def read(ws: WatchSet, state: StateSnapshot) -> tuple[int, bytes | None]:
-            index, body = state.kv_list_json(encoded, ws)
-            return index, None if body == b"[]" else body
+        def read(authz: Authorizer, ws: WatchSet, state: StateSnapshot) -> tuple[int, Any]:
+            index, packed = state.kv_list_packed(encoded, ws)
+            packed, filtered = filter_packed(authz, packed, encoded)
+            body = transcode.render_kv_json(packed)
+            return index, (None if body == b"[]" else body, filtered)
 
         def from_reply(reply: Any) -> bytes | None:
             return _render_entries(reply.get("Entries")) if reply.get("Entries") else None
@@ -105,9 +121,10 @@ async def _get(request: web.Request) -> web.StreamResponse:
     elif raw:
         method = "KVS.Get"
 
-        def read(ws: WatchSet, state: StateSnapshot) -> tuple[int, bytes | None]:
+        def read(authz: Authorizer, ws: WatchSet, state: StateSnapshot) -> tuple[int, Any]:
+            authz.require_key_read(encoded)
             index, entry = state.kv_get(encoded, ws)
-            return index, None if entry is None else entry.value
+            return index, (None if entry is None else entry.value, False)
 
         def from_reply(reply: Any) -> bytes | None:
             entries = reply.get("Entries")
@@ -116,8 +133,10 @@ async def _get(request: web.Request) -> web.StreamResponse:
     else:
         method = "KVS.Get"
 
-        def read(ws: WatchSet, state: StateSnapshot) -> tuple[int, bytes | None]:
-            return state.kv_get_json(encoded, ws)
+        def read(authz: Authorizer, ws: WatchSet, state: StateSnapshot) -> tuple[int, Any]:
+            authz.require_key_read(encoded)
+            index, body = state.kv_get_json(encoded, ws)
+            return index, (body, False)
 
         def from_reply(reply: Any) -> bytes | None:
             return _render_entries(reply.get("Entries")) if reply.get("Entries") else None
@@ -141,8 +160,9 @@ async def _get_keys(request: web.Request) -> web.StreamResponse:
     args = query_args(request)
     args.update({"Prefix": prefix, "Seperator": separator})
 
-    def read(ws: WatchSet, state: StateSnapshot) -> tuple[int, list[bytes]]:
-        return state.kv_list_keys(prefix, separator, ws)
+    def read(authz: Authorizer, ws: WatchSet, state: StateSnapshot) -> tuple[int, Any]:
+        index, keys, filtered = list_keys(authz, state, prefix, separator, ws)
+        return index, (keys, filtered)
 
     def from_reply(reply: Any) -> list[bytes]:
         return [bytes(k) for k in reply.get("Keys") or []]
@@ -190,7 +210,7 @@ async def _put(request: web.Request) -> web.StreamResponse:
         raise HTTPError(400, f"Missing session: ?{'acquire' if op == 'lock' else 'release'}= "
                              f"needs a session ID")
     entry["Value"] = await read_value(request, server.config.max_value_size)
-    args = {"Datacenter": datacenter(request), "Op": op, "DirEnt": entry}
+    args = {**write_args(request), "Op": op, "DirEnt": entry}
     result = await _apply(server, args)
     return json_response(True if op == "set" else bool(result))
 
@@ -208,6 +228,6 @@ async def _delete(request: web.Request) -> web.StreamResponse:
         raise HTTPError(400, "Missing key name")
     if "cas" in query:
         op, entry["ModifyIndex"] = "delete-cas", uint_param(request, "cas")
-    args = {"Datacenter": datacenter(request), "Op": op, "DirEnt": entry}
+    args = {**write_args(request), "Op": op, "DirEnt": entry}
     result = await _apply(server, args)
     return json_response(bool(result) if op == "delete-cas" else True)

@@ -13,19 +13,19 @@ from typing import Any
 from aiohttp import web
 
 import pykvs
-from pykvs.http.common import HTTPError, datacenter, json_response, query_args, server_of
+from pykvs.http.common import HTTPError, json_response, query_args, server_of, write_args
 from pykvs.raft.transport import split_address
 
 
 async def status_leader(request: web.Request) -> web.StreamResponse:
     server = server_of(request)
-    leader = await server.handlers["Status.Leader"]({"Datacenter": datacenter(request)})
+    leader = await server.handlers["Status.Leader"](write_args(request))
     return json_response(leader or "")
 
 
 async def status_peers(request: web.Request) -> web.StreamResponse:
     server = server_of(request)
-    peers = await server.handlers["Status.Peers"]({"Datacenter": datacenter(request)})
+    peers = await server.handlers["Status.Peers"](write_args(request))
     return json_response(list(peers or []))
 
 
@@ -44,7 +44,7 @@ async def raft_remove_peer(request: web.Request) -> web.StreamResponse:
                              "IP:port of peer to remove")
     if has_id and has_address:
         raise HTTPError(400, "Must specify only one of ?id or ?address")
-    args = {"Datacenter": datacenter(request), "ID": query.get("id", ""),
+    args = {**write_args(request), "ID": query.get("id", ""),
             "Address": query.get("address", "")}
     await server.handlers["Operator.RaftRemovePeer"](args)
     return web.Response(status=200)
@@ -52,7 +52,7 @@ async def raft_remove_peer(request: web.Request) -> web.StreamResponse:
 
 async def raft_transfer_leader(request: web.Request) -> web.StreamResponse:
     server = server_of(request)
-    args = {"Datacenter": datacenter(request), "ID": request.query.get("id", "")}
+    args = {**write_args(request), "ID": request.query.get("id", "")}
     reply = await server.handlers["Operator.TransferLeader"](args)
     return json_response({"Success": bool(reply.get("Success", True))})
 

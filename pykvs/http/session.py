@@ -16,13 +16,13 @@ from aiohttp import web
 
 from pykvs.http.common import (
     HTTPError,
-    datacenter,
     field,
     json_response,
     meta_headers,
     query_args,
     server_of,
     unpack_reply,
+    write_args,
 )
 from pykvs.state.sessions import (
     DEFAULT_LOCK_DELAY_NS,
@@ -101,7 +101,7 @@ async def session_create(request: web.Request) -> web.StreamResponse:
         session = _session_body(raw, server.config.node_name)
     except (ValueError, UnicodeDecodeError) as exc:  # SessionError is a ValueError
         raise HTTPError(400, f"Request decode failed: {exc}") from None
-    args = {"Datacenter": datacenter(request), "Op": "create", "Session": session}
+    args = {**write_args(request), "Op": "create", "Session": session}
     session_id = await server.handlers["Session.Apply"](args)
     return json_response({"ID": session_id})
 
@@ -115,7 +115,7 @@ def _path_id(request: web.Request, what: str = "session") -> str:
 
 async def session_destroy(request: web.Request) -> web.StreamResponse:
     server = server_of(request)
-    args = {"Datacenter": datacenter(request), "Op": "destroy",
+    args = {**write_args(request), "Op": "destroy",
             "Session": {"ID": _path_id(request)}}
     await server.handlers["Session.Apply"](args)
     return json_response(True)

@@ -27,13 +27,14 @@ import msgpack
 from aiohttp import web
 
 from pykvs import fsm
+from pykvs.http.acl import acl_restore_command
 from pykvs.http.common import (
     HTTPError,
-    datacenter,
     meta_headers,
     query_args,
     read_body,
     server_of,
+    write_args,
 )
 from pykvs.server.args import field_bytes
 from pykvs.server.rpc import RPCError
@@ -152,6 +153,7 @@ def register(server: Server) -> None:
         forwarded, reply = await server.forward("Snapshot.Restore", args, read=False)
         if forwarded:
             return reply
+        server.acl.authorize(args).require_snapshot()
         ops = restore_ops(field_bytes(args, "State"))
         result = await server.raft_apply(fsm.txn_command(ops, ts=time.time_ns()),
                                          may_delete=True)
@@ -159,6 +161,11 @@ def register(server: Server) -> None:
             raise RPCError(f"restore: {result}")
         if result.errors:
             raise RPCError("restore: " + "; ".join(e.what for e in result.errors))
+        acl_command = acl_restore_command(field_bytes(args, "State"))
+        if acl_command is not None:  # the snapshot's ACL tables replace the cluster's
+            acl_result = await server.raft_apply(acl_command)
+            if isinstance(acl_result, Exception):
+                raise RPCError(f"restore ACLs: {acl_result}")
         return {"Index": server.state.index, "Keys": len(ops) - 1}
 
     server.add_endpoint("Snapshot.Restore", snapshot_restore)
@@ -198,5 +205,5 @@ async def snapshot_endpoint(request: web.Request) -> web.StreamResponse:
         await asyncio.to_thread(restore_ops, state)  # verify the stream before sending it
     except ArchiveError as exc:
         raise HTTPError(400, f"Error restoring snapshot: {exc}") from None
-    await server.handlers["Snapshot.Restore"]({"Datacenter": datacenter(request), "State": state})
+    await server.handlers["Snapshot.Restore"]({**write_args(request), "State": state})
     return web.Response(status=200)

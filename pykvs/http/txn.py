@@ -18,7 +18,6 @@ from aiohttp import web
 
 from pykvs.http.common import (
     HTTPError,
-    datacenter,
     dir_entry_json,
     field,
     json_response,
@@ -27,6 +26,7 @@ from pykvs.http.common import (
     query_args,
     read_body,
     server_of,
+    write_args,
 )
 from pykvs.server.endpoints import MAX_TXN_OPS, TXN_READ_VERBS
 from pykvs.state.errors import go_quote
@@ -146,7 +146,6 @@ async def txn_endpoint(request: web.Request) -> web.StreamResponse:
         del known_and_contact["X-Consul-Index"]  # Consul sets only these two here
         headers.update(known_and_contact)
     else:
-        reply = await server.handlers["Txn.Apply"]({"Datacenter": datacenter(request),
-                                                    "Ops": ops})
+        reply = await server.handlers["Txn.Apply"]({**write_args(request), "Ops": ops})
         out = _results_json(reply)
     return json_response(out, status=409 if out["Errors"] else 200, headers=headers)

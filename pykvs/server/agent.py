@@ -52,6 +52,8 @@ class AgentConfig:
     tls: TLSConfig = field(default_factory=TLSConfig)  # --tls-*, --verify-*
     https_port: int | None = None  # HTTPS beside HTTP when set (needs --tls-cert/--tls-key)
     limits: Limits = field(default_factory=Limits)  # --http-max-body, --rpc-max-conns, ...
+    acl_enabled: bool = False
+    acl_default_policy: str = "allow"
 
     def server_config(self, data_dir: str) -> ServerConfig:
         return ServerConfig(
@@ -68,6 +70,8 @@ class AgentConfig:
             max_value_size=self.max_value_size,
             tls=self.tls,
             limits=self.limits,
+            acl_enabled=self.acl_enabled,
+            acl_default_policy=self.acl_default_policy,
         )
 
 

@@ -117,8 +117,9 @@ def _duration(seconds: float | str | None, name: str) -> str:
 class AsyncKV:
     """The asyncio API (see the module docstring)."""
 
-    def __init__(self, caller: Caller) -> None:
+    def __init__(self, caller: Caller, token: str = "") -> None:
         self.caller = caller
+        self.token = token  # the ACL token secret sent with every call (Consul's Token)
 
     @property
     def server(self) -> Server | None:
@@ -126,8 +127,12 @@ class AsyncKV:
         return self.caller.server if isinstance(self.caller, LocalCaller) else None
 
     async def call(self, method: str, args: Mapping[str, Any] | None = None) -> Any:
-        """Any RPC method with Consul-shaped arguments; the raw reply."""
-        return await self.caller.call(method, dict(args or {}))
+        """Any RPC method with Consul-shaped arguments; the raw reply.  The client's token
+        goes as ``Token`` unless ``args`` names one."""
+        request = dict(args or {})
+        if self.token:
+            request.setdefault("Token", self.token)
+        return await self.caller.call(method, request)
 
     async def close(self) -> None:
         await self.caller.close()
@@ -461,10 +466,12 @@ async def _await(awaitable: Awaitable[T]) -> T:
 
 
 # ---------------------------------------------------------------------------- constructors
-async def open_async(path: str, *, wait_leader: float = 30.0, **options: Any) -> AsyncKV:
+async def open_async(path: str, *, wait_leader: float = 30.0, token: str = "",
+                     **options: Any) -> AsyncKV:
     """Start a server in this event loop over the data directory ``path``; by default a
     one-server cluster listening on 127.0.0.1 at a free port. ``options`` are
-    :class:`ServerConfig` fields (``join``, ``bootstrap_expect``, ``node_name``...)."""
+    :class:`ServerConfig` fields (``join``, ``bootstrap_expect``, ``node_name``,
+    ``acl_enabled``...); ``token`` is the ACL token secret the calls carry."""
     options.setdefault("port", 0)
     options.setdefault("tick_interval", 0.02)
     server = Server(ServerConfig(data_dir=str(path), **options))
@@ -474,7 +481,7 @@ async def open_async(path: str, *, wait_leader: float = 30.0, **options: Any) ->
     except BaseException:
         await server.close()
         raise
-    return AsyncKV(LocalCaller(server))
+    return AsyncKV(LocalCaller(server), token)
 
 
 def _tls_context(tls: ssl.SSLContext | TLSConfig | None) -> ssl.SSLContext | None:
@@ -486,14 +493,15 @@ def _tls_context(tls: ssl.SSLContext | TLSConfig | None) -> ssl.SSLContext | Non
 
 
 async def connect_async(address: str = "127.0.0.1:8300", *, timeout: float | None = None,
-                        tls: ssl.SSLContext | TLSConfig | None = None) -> AsyncKV:
+                        tls: ssl.SSLContext | TLSConfig | None = None,
+                        token: str = "") -> AsyncKV:
     """A client of the server at ``host:port`` over msgpack-RPC (dialled on first use). ``tls``
     (a context, e.g. from ``pykvs.server.tls.client_context``, or a TLSConfig) for a server
     that serves TLS."""
     from pykvs.raft.transport import split_address
 
     host, port = split_address(address)
-    return AsyncKV(RemoteCaller(host, port, timeout, ssl_context=_tls_context(tls)))
+    return AsyncKV(RemoteCaller(host, port, timeout, ssl_context=_tls_context(tls)), token)
 
 
 def open(path: str, **options: Any) -> KV:
@@ -502,7 +510,8 @@ def open(path: str, **options: Any) -> KV:
 
 
 def connect(address: str = "127.0.0.1:8300", *, timeout: float | None = None,
-            tls: ssl.SSLContext | TLSConfig | None = None) -> KV:
+            tls: ssl.SSLContext | TLSConfig | None = None, token: str = "") -> KV:
     """The synchronous :func:`connect_async`."""
-    return KV(lambda: connect_async(address, timeout=timeout, tls=tls), name=f"pykvs {address}")
+    return KV(lambda: connect_async(address, timeout=timeout, tls=tls, token=token),
+              name=f"pykvs {address}")
 

@@ -18,7 +18,18 @@ from typing import TYPE_CHECKING, Any
 
 import msgpack
 
-from pykvs import fsm
+from pykvs import fsm, transcode
+from pykvs.acl import (
+    ACLNotFound,
+    Authorizer,
+    PermissionDenied,
+    check_txn_ops,
+    filter_entries,
+    filter_key_list,
+    filter_packed,
+    filter_sessions,
+    txn_op_denial,
+)
 from pykvs.server.args import (
     NS_PER_SECOND,
     QueryOptions,
@@ -99,11 +110,53 @@ def txn_result_to_wire(result: TxnResult) -> dict[str, Any]:
     return {"Results": results, "Errors": errors}
 
 
+def _acl_errors(endpoint: Endpoint) -> Endpoint:
+    """ACL refusals travel as their Consul text (the HTTP layer answers them 403)."""
+
+    async def checked(args: dict[str, Any]) -> Any:
+        try:
+            return await endpoint(args)
+        except (PermissionDenied, ACLNotFound) as exc:
+            raise RPCError(str(exc)) from None
+
+    return checked
+
+
+def _filtered_txn(authz: Authorizer, result: TxnResult) -> TxnResult:
+    """A transaction's get/get-tree results without the keys the token may not read."""
+    if result.results is None:
+        return result
+    kept, _ = filter_entries(authz, result.results)
+    return TxnResult(kept, result.errors)
+
+
+def _denied_txn(authz: Authorizer, ops: list[TxnOp]) -> dict[str, Any] | None:
+    """Consul's Txn preCheck: every op the token may not run, as the reply's Errors."""
+    errors = check_txn_ops(authz, ops)
+    if not errors:
+        return None
+    return {"Results": None, "Errors": [{"OpIndex": i, "What": what} for i, what in errors]}
+
+
 def _raise_if_error(result: Any) -> Any:
     """The FSM returns (not raises) Consul's refusals so every replica agrees; surface them."""
     if isinstance(result, Exception):
         raise RPCError(str(result))
     return result
+
+
+def list_keys(
+    authz: Authorizer, state: StateSnapshot, prefix: bytes, separator: bytes,
+    ws: WatchSet | None = None,
+) -> tuple[int, list[bytes], bool]:
+    """Consul's ListKeys under ACLs: ``(index, keys, filtered)``.  A token that may read the
+    whole prefix gets the tree's fold in C; any other filters the full keys, then folds."""
+    if authz.key_read_prefix(prefix):
+        index, keys = state.kv_list_keys(prefix, separator, ws)
+        return index, keys, False
+    index, every = state.kv_list_keys(prefix, b"", ws)
+    keys, filtered = filter_key_list(authz, every, prefix, separator)
+    return index, keys, filtered
 
 
 class Endpoints:
@@ -113,7 +166,11 @@ class Endpoints:
         self.server = server
 
     def table(self) -> dict[str, Endpoint]:
+        return {name: _acl_errors(endpoint) for name, endpoint in self._methods().items()}
+
+    def _methods(self) -> dict[str, Endpoint]:
         return {
+            **self.server.acl.table(),
             "KVS.Apply": self.kvs_apply,
             "KVS.Get": self.kvs_get,
             "KVS.List": self.kvs_list,
@@ -152,6 +209,9 @@ class Endpoints:
         session = field_str(ent, "Session") or None
         if op in ("lock", "unlock") and not session:
             raise ValueError(f"{op} needs DirEnt.Session")
+        denied = txn_op_denial(self.server.acl.authorize(args), op, key)
+        if denied is not None:
+            raise denied
         command = fsm.kv_command(
             op,
             key,
@@ -169,6 +229,7 @@ class Endpoints:
         if forwarded:
             return reply
         key = field_bytes(args, "Key")
+        self.server.acl.authorize(args).require_key_read(key)
 
         def read(ws: WatchSet, state: StateSnapshot) -> tuple[int, bytes | None]:
             index, stored = state.kv_get_stored(key, ws)
@@ -181,12 +242,26 @@ class Endpoints:
         if forwarded:
             return reply
         prefix = field_bytes(args, "Key")
+        authz = self.server.acl.authorize(args)
 
-        def read(ws: WatchSet, state: StateSnapshot) -> tuple[int, bytes | None]:
-            index, listing = state.kv_list_msgpack(prefix, ws)
-            return index, None if listing == b"\x90" else listing
+        def read(ws: WatchSet, state: StateSnapshot) -> tuple[int, tuple[bytes | None, bool]]:
+            index, packed = state.kv_list_packed(prefix, ws)
+            packed, filtered = filter_packed(authz, packed, prefix)
+            listing = transcode.pack_kv_listing_msgpack(packed)
+            return index, (None if listing == b"\x90" else listing, filtered)
 
-        return await self.server.blocking_query(args, read, "Entries")
+        return await self.filtered_query(args, read, "Entries")
+
+    async def filtered_query(self, args: dict[str, Any], read: Callable[..., Any],
+                             name: str) -> RawMsgpack:
+        """A blocking query whose ``read`` answers ``(index, (raw, filtered))``; the reply
+        says ResultsFilteredByACLs when something was dropped and the request named a token
+        (as Consul: the anonymous caller is not told)."""
+        index, (raw, filtered) = await self.server.local_query(args, read)
+        meta = self.server.query_meta(index)
+        if filtered and field_str(args, "Token"):
+            meta["ResultsFilteredByACLs"] = True
+        return raw_reply(meta, name, raw)
 
     async def kvs_list_keys(self, args: dict[str, Any]) -> Any:
         forwarded, reply = await self.server.forward("KVS.ListKeys", args, read=True)
@@ -195,12 +270,13 @@ class Endpoints:
         prefix = field_bytes(args, "Prefix")
         # Consul's Go field really is spelled "Seperator"; accept both spellings.
         separator = field_bytes(args, "Seperator") or field_bytes(args, "Separator")
+        authz = self.server.acl.authorize(args)
 
-        def read(ws: WatchSet, state: StateSnapshot) -> tuple[int, bytes]:
-            index, keys = state.kv_list_keys(prefix, separator, ws)
-            return index, _pack(keys)
+        def read(ws: WatchSet, state: StateSnapshot) -> tuple[int, tuple[bytes, bool]]:
+            index, keys, filtered = list_keys(authz, state, prefix, separator, ws)
+            return index, (_pack(keys), filtered)
 
-        return await self.server.blocking_query(args, read, "Keys")
+        return await self.filtered_query(args, read, "Keys")
 
     # ---------------------------------------------------------------------------------- Txn
     def _txn_ops(self, args: dict[str, Any]) -> list[TxnOp]:
@@ -241,13 +317,17 @@ class Endpoints:
         if forwarded:
             return reply
         ops = self._txn_ops(args)
+        authz = self.server.acl.authorize(args)
+        denied = _denied_txn(authz, ops)
+        if denied is not None:
+            return denied
         may_delete = any(op.verb.startswith("delete") for op in ops)
         result = _raise_if_error(
             await self.server.raft_apply(
                 fsm.txn_command(ops, ts=time.time_ns()), may_delete=may_delete
             )
         )
-        return txn_result_to_wire(result)
+        return txn_result_to_wire(_filtered_txn(authz, result))
 
     async def txn_read(self, args: dict[str, Any]) -> Any:
         forwarded, reply = await self.server.forward("Txn.Read", args, read=True)
@@ -257,9 +337,14 @@ class Endpoints:
         for position, op in enumerate(ops):
             if op.verb not in TXN_READ_VERBS:
                 raise ValueError(f"operation {position}: {op.verb!r} is not a read-only verb")
+        authz = self.server.acl.authorize(args)
+        denied = _denied_txn(authz, ops)
+        meta = self.server.query_meta(self.server.state.index)
+        if denied is not None:
+            return {**denied, **meta}
         await self.server.prepare_read(QueryOptions.from_args(args))
-        result = self.server.read_txn(ops)
-        return {**txn_result_to_wire(result), **self.server.query_meta(self.server.state.index)}
+        result = _filtered_txn(authz, self.server.read_txn(ops))
+        return {**txn_result_to_wire(result), **meta}
 
     # ------------------------------------------------------------------------------ Session
     async def session_apply(self, args: dict[str, Any]) -> Any:
@@ -268,10 +353,14 @@ class Endpoints:
             return reply
         op = field_str(args, "Op")
         body = field_map(args, "Session", required=True)
+        authz = self.server.acl.authorize(args)
         if op == "destroy":
             session_id = field_str(body, "ID")
             if not session_id:
                 raise ValueError("Must provide ID")
+            _, existing = self.server.state.session_get(session_id)
+            if existing is not None:
+                authz.require_session_write(existing.node)
             command = fsm.session_destroy_command(session_id, ts=time.time_ns())
             _raise_if_error(await self.server.raft_apply(command, may_delete=True))
             self.server.sessions.stop_timer(session_id)
@@ -293,6 +382,7 @@ class Endpoints:
             validate_session(session)
         except SessionError as exc:
             raise RPCError(str(exc)) from None
+        authz.require_session_write(session.node)
         command = fsm.session_create_command(session, ts=time.time_ns())
         session_id = _raise_if_error(await self.server.raft_apply(command))
         self.server.sessions.start_timer(session_id, session.ttl)
@@ -304,12 +394,14 @@ class Endpoints:
         forwarded, reply = await self.server.forward(method, args, read=True)
         if forwarded:
             return reply
+        authz = self.server.acl.authorize(args)
 
-        def read(ws: WatchSet, state: StateSnapshot) -> tuple[int, bytes]:
+        def read(ws: WatchSet, state: StateSnapshot) -> tuple[int, tuple[bytes, bool]]:
             index, found = select(state, ws)
-            return index, _pack([session_to_wire(s) for s in found])
+            kept, filtered = filter_sessions(authz, found)
+            return index, (_pack([session_to_wire(s) for s in kept]), filtered)
 
-        return await self.server.blocking_query(args, read, "Sessions")
+        return await self.filtered_query(args, read, "Sessions")
 
     async def session_get(self, args: dict[str, Any]) -> Any:
         session_id = field_str(args, "SessionID")
@@ -339,6 +431,7 @@ class Endpoints:
         session_id = field_str(args, "SessionID")
         index, found = self.server.state.session_get(session_id)
         if found is not None:
+            self.server.acl.authorize(args).require_session_write(found.node)
             self.server.sessions.start_timer(found.id, found.ttl)
         sessions = [] if found is None else [session_to_wire(found)]
         return {"Sessions": sessions, **self.server.query_meta(index)}
@@ -363,18 +456,21 @@ class Endpoints:
                                                      read=True)
         if forwarded:
             return reply
+        self.server.acl.authorize(args).require_operator_read()
         return self.server.raft_configuration()
 
     async def operator_raft_remove_peer(self, args: dict[str, Any]) -> Any:
         forwarded, reply = await self.server.forward("Operator.RaftRemovePeer", args, read=False)
         if forwarded:
             return reply
+        self.server.acl.authorize(args).require_operator_write()
         return await self.server.remove_peer(field_str(args, "ID"), field_str(args, "Address"))
 
     async def operator_transfer_leader(self, args: dict[str, Any]) -> Any:
         forwarded, reply = await self.server.forward("Operator.TransferLeader", args, read=False)
         if forwarded:
             return reply
+        self.server.acl.authorize(args).require_operator_write()
         return await self.server.transfer_leader(field_str(args, "ID") or None)
 
     # ----------------------------------------------------------------------------- Snapshot
@@ -384,6 +480,7 @@ class Endpoints:
         forwarded, reply = await self.server.forward("Snapshot.Save", args, read=True)
         if forwarded:
             return reply
+        self.server.acl.authorize(args).require_snapshot()
         await self.server.prepare_read(QueryOptions.from_args(args))
         snapshot_id, size, index = await self.server.save_snapshot()
         return {"ID": snapshot_id, "Size": size, **self.server.query_meta(index)}
@@ -392,5 +489,6 @@ class Endpoints:
         forwarded, reply = await self.server.forward("Snapshot.Read", args, read=True)
         if forwarded:
             return reply
+        self.server.acl.authorize(args).require_snapshot()
         data, eof = self.server.read_snapshot(field_str(args, "ID"), field_uint(args, "Offset"))
         return {"Data": data, "EOF": eof}

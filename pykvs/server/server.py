@@ -58,6 +58,7 @@ from pykvs.raft.node import (
 from pykvs.raft.storage import LMDBStorage
 from pykvs.raft.transport import split_address
 from pykvs.raft.types import Configuration
+from pykvs.server.acl import DEFAULT_POLICIES, ServerACL
 from pykvs.server.args import QueryOptions, field_bool, field_str
 from pykvs.server.endpoints import Endpoints, raw_reply
 from pykvs.server.leader import SessionTimers, TombstoneGC
@@ -103,6 +104,8 @@ class ServerConfig:
     election_tick: int = 10
     snapshot_threshold: int = 8192
     raft_options: dict[str, Any] = field(default_factory=dict)  # more NodeConfig fields
+    acl_enabled: bool = False  # off: every check passes (pykvs.server.acl)
+    acl_default_policy: str = "allow"  # for a token's names no rule matches: allow | deny
     tls: TLSConfig = field(default_factory=TLSConfig)  # plaintext unless a certificate is set
     limits: Limits = field(default_factory=Limits)  # protective limits (server/limits.py)
 
@@ -117,6 +120,9 @@ class ServerConfig:
             raise ValueError(f"bootstrap_expect must be >= 0, got {self.bootstrap_expect}")
         if self.max_value_size < 1:
             raise ValueError(f"max_value_size must be positive, got {self.max_value_size}")
+        if self.acl_default_policy not in DEFAULT_POLICIES:
+            raise ValueError(f"acl_default_policy must be allow or deny, got "
+                             f"{self.acl_default_policy!r}")
         if self.rpc_hold_timeout < 0:
             raise ValueError(f"rpc_hold_timeout must be >= 0, got {self.rpc_hold_timeout}")
         for address in [*self.join, *(a for dc in self.join_wan.values() for a in dc)]:
@@ -138,6 +144,7 @@ class Server:
         self.config = config
         self.fsm = FSM()
         self.state: StateStore = self.fsm.store
+        self.acl = ServerACL(self)  # before the endpoints: they check with it
         self.storage: LMDBStorage | None = None
         self.node: RaftNode | None = None
         self.sessions = SessionTimers(self._expire_session, config.session_ttl_multiplier)

@@ -1,0 +1,251 @@
+"""``pykvs acl bootstrap | policy create|list|read|delete | token create|list|read|delete``:
+the consul CLI's ACL commands (same flags, same pretty output, ``-format json``) over the HTTP
+API, with the HTTP flags of the other commands (``-http-addr``, ``-token``...)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any, TextIO
+
+from pykvs.cli_consul import (
+    CommandError,
+    _command,
+    _flag,
+    _GoFlagParser,
+    _positional,
+    client_from,
+)
+
+BUILTIN_POLICY_NAMES = {"global-management"}
+
+
+def _format_flag(p: argparse.ArgumentParser) -> None:
+    _flag(p, "format", default="pretty", choices=("pretty", "json"),
+          help="output format (default: pretty)")
+
+
+def _show(ns: argparse.Namespace, out: TextIO, record: Any, pretty: str) -> int:
+    if ns.format == "json":
+        out.write(json.dumps(record, indent=4) + "\n")
+    else:
+        out.write(pretty)
+    return 0
+
+
+def _rows(rows: list[tuple[str, str]], indent: str = "") -> str:
+    width = max(len(name) for name, _ in rows) + 2
+    return "".join(f"{indent}{(name + ':').ljust(width)}{value}".rstrip() + "\n"
+                   for name, value in rows)
+
+
+def format_policy(policy: dict[str, Any]) -> str:
+    text = _rows([("ID", policy["ID"]), ("Name", policy["Name"]),
+                  ("Description", policy.get("Description", "")),
+                  ("Datacenters", ", ".join(policy.get("Datacenters") or []))])
+    return text + "Rules:\n" + policy.get("Rules", "") + "\n"
+
+
+def format_token(token: dict[str, Any]) -> str:
+    rows = [("AccessorID", token["AccessorID"]), ("SecretID", token["SecretID"]),
+            ("Description", token.get("Description", "")),
+            ("Local", str(token.get("Local", False)).lower()),
+            ("Create Time", token.get("CreateTime", ""))]
+    if token.get("ExpirationTime"):
+        rows.append(("Expiration Time", token["ExpirationTime"]))
+    text = _rows(rows)
+    links = token.get("Policies") or []
+    if links:
+        text += "Policies:\n" + "".join(f"   {p['ID']} - {p['Name']}\n" for p in links)
+    return text
+
+
+def _rules(text: str) -> str:
+    """-rules: the text, ``@file`` for a file's contents, ``-`` for stdin (as consul)."""
+    if text == "-":
+        return sys.stdin.read()
+    if text.startswith("@"):
+        try:
+            with open(text[1:], encoding="utf-8") as f:
+                return f.read()
+        except OSError as exc:
+            raise CommandError(f"Error loading rules: {exc}") from None
+    return text
+
+
+def _policy_id(ns: argparse.Namespace) -> str:
+    """-id, or the ID of the policy named by -name."""
+    if ns.id:
+        return str(ns.id)
+    if not ns.name:
+        raise CommandError("Must specify either the -id or -name parameters")
+    policy = client_from(ns).json("GET", f"/v1/acl/policy/name/{ns.name}", read=True)
+    if policy is None:
+        raise CommandError(f"Error finding policy: no policy named {ns.name!r}")
+    return str(policy["ID"])
+
+
+# ----------------------------------------------------------------------------- commands
+def acl_bootstrap(ns: argparse.Namespace, out: TextIO) -> int:
+    _positional(ns, 0)
+    try:
+        token = client_from(ns).json("PUT", "/v1/acl/bootstrap")
+    except CommandError as exc:
+        raise CommandError(f"Failed ACL bootstrapping: {exc}") from None
+    return _show(ns, out, token, format_token(token))
+
+
+def policy_create(ns: argparse.Namespace, out: TextIO) -> int:
+    _positional(ns, 0)
+    if not ns.name:
+        raise CommandError("Missing required '-name' flag")
+    body = {"Name": ns.name, "Description": ns.description, "Rules": _rules(ns.rules)}
+    try:
+        policy = client_from(ns).json("PUT", "/v1/acl/policy", body=json.dumps(body).encode())
+    except CommandError as exc:
+        raise CommandError(f"Failed to create new policy: {exc}") from None
+    return _show(ns, out, policy, format_policy(policy))
+
+
+def policy_list(ns: argparse.Namespace, out: TextIO) -> int:
+    _positional(ns, 0)
+    try:
+        policies = client_from(ns).json("GET", "/v1/acl/policies", read=True) or []
+    except CommandError as exc:
+        raise CommandError(f"Failed to retrieve the policy list: {exc}") from None
+    pretty = "".join(
+        f"{p['Name']}:\n" + _rows([("ID", p["ID"]), ("Description", p.get("Description", "")),
+                                  ("Datacenters", ", ".join(p.get("Datacenters") or []))],
+                                 "   ")
+        for p in policies)
+    return _show(ns, out, policies, pretty)
+
+
+def policy_read(ns: argparse.Namespace, out: TextIO) -> int:
+    _positional(ns, 0)
+    policy_id = _policy_id(ns)
+    try:
+        policy = client_from(ns).json("GET", f"/v1/acl/policy/{policy_id}", read=True)
+    except CommandError as exc:
+        raise CommandError(f"Error reading policy {policy_id!r}: {exc}") from None
+    return _show(ns, out, policy, format_policy(policy))
+
+
+def policy_delete(ns: argparse.Namespace, out: TextIO) -> int:
+    _positional(ns, 0)
+    policy_id = _policy_id(ns)
+    try:
+        client_from(ns).json("DELETE", f"/v1/acl/policy/{policy_id}")
+    except CommandError as exc:
+        raise CommandError(f"Error deleting policy {policy_id!r}: {exc}") from None
+    out.write(f"Policy {policy_id!r} deleted successfully\n")
+    return 0
+
+
+def token_create(ns: argparse.Namespace, out: TextIO) -> int:
+    _positional(ns, 0)
+    links = [{"ID": pid} for pid in ns.policy_id] + [{"Name": n} for n in ns.policy_name]
+    body: dict[str, Any] = {"Description": ns.description, "Policies": links,
+                            "Local": ns.local}
+    if ns.accessor:
+        body["AccessorID"] = ns.accessor
+    if ns.secret:
+        body["SecretID"] = ns.secret
+    if ns.expires_ttl:
+        body["ExpirationTTL"] = ns.expires_ttl
+    try:
+        token = client_from(ns).json("PUT", "/v1/acl/token", body=json.dumps(body).encode())
+    except CommandError as exc:
+        raise CommandError(f"Failed to create new token: {exc}") from None
+    return _show(ns, out, token, format_token(token))
+
+
+def token_list(ns: argparse.Namespace, out: TextIO) -> int:
+    _positional(ns, 0)
+    try:
+        tokens = client_from(ns).json("GET", "/v1/acl/tokens", read=True) or []
+    except CommandError as exc:
+        raise CommandError(f"Failed to retrieve the token list: {exc}") from None
+    return _show(ns, out, tokens, "\n".join(format_token(t) for t in tokens))
+
+
+def token_read(ns: argparse.Namespace, out: TextIO) -> int:
+    _positional(ns, 0)
+    if not ns.id and not ns.self:
+        raise CommandError("Must specify the -id parameter")
+    path = "/v1/acl/token/self" if ns.self else f"/v1/acl/token/{ns.id}"
+    try:
+        token = client_from(ns).json("GET", path, read=True)
+    except CommandError as exc:
+        raise CommandError(f"Error reading token {ns.id or 'self'!r}: {exc}") from None
+    return _show(ns, out, token, format_token(token))
+
+
+def token_delete(ns: argparse.Namespace, out: TextIO) -> int:
+    _positional(ns, 0)
+    if not ns.id:
+        raise CommandError("Must specify the -id parameter")
+    try:
+        client_from(ns).json("DELETE", f"/v1/acl/token/{ns.id}")
+    except CommandError as exc:
+        raise CommandError(f"Error deleting token {ns.id!r}: {exc}") from None
+    out.write(f"Token {ns.id!r} deleted successfully\n")
+    return 0
+
+
+# -------------------------------------------------------------------------------- flags
+def _policy_create_flags(p: argparse.ArgumentParser) -> None:
+    _flag(p, "name", default="", help="the new policy's name (required)")
+    _flag(p, "description", default="", help="a description of the policy")
+    _flag(p, "rules", default="", help="the rules: text, @file, or - for stdin")
+    _format_flag(p)
+
+
+def _policy_pick_flags(p: argparse.ArgumentParser) -> None:
+    _flag(p, "id", default="", help="the policy's ID")
+    _flag(p, "name", default="", help="the policy's name")
+    _format_flag(p)
+
+
+def _token_create_flags(p: argparse.ArgumentParser) -> None:
+    _flag(p, "description", default="", help="a description of the token")
+    _flag(p, "policy-id", action="append", default=[], help="a policy ID (repeatable)")
+    _flag(p, "policy-name", action="append", default=[], help="a policy name (repeatable)")
+    _flag(p, "accessor", default="", help="the AccessorID (default: random)")
+    _flag(p, "secret", default="", help="the SecretID (default: random)")
+    _flag(p, "local", action="store_true", help="a datacenter-local token")
+    _flag(p, "expires-ttl", default="", help="a duration after which the token expires")
+    _format_flag(p)
+
+
+def _token_pick_flags(p: argparse.ArgumentParser) -> None:
+    _flag(p, "id", default="", help="the token's AccessorID")
+    _flag(p, "self", action="store_true", help="read the token given with -token")
+    _format_flag(p)
+
+
+def register(subparsers: Any) -> None:
+    """Add ``acl`` to the ``pykvs`` command's subparsers."""
+    acl = subparsers.add_parser("acl", help="pykvs acl bootstrap|policy|token")
+    acl_sub = acl.add_subparsers(dest="acl_command", metavar="SUBCOMMAND",
+                                 parser_class=_GoFlagParser)
+    acl_sub.required = True
+    _command(acl_sub, "bootstrap", acl_bootstrap, "Bootstrap Consul's ACL system",
+             _format_flag)
+    policy = acl_sub.add_parser("policy", help="create|list|read|delete")
+    policy_sub = policy.add_subparsers(dest="policy_command", metavar="SUBCOMMAND",
+                                       parser_class=_GoFlagParser)
+    policy_sub.required = True
+    _command(policy_sub, "create", policy_create, "Create an ACL policy", _policy_create_flags)
+    _command(policy_sub, "list", policy_list, "List ACL policies", _format_flag)
+    _command(policy_sub, "read", policy_read, "Read an ACL policy", _policy_pick_flags)
+    _command(policy_sub, "delete", policy_delete, "Delete an ACL policy", _policy_pick_flags)
+    token = acl_sub.add_parser("token", help="create|list|read|delete")
+    token_sub = token.add_subparsers(dest="token_command", metavar="SUBCOMMAND",
+                                     parser_class=_GoFlagParser)
+    token_sub.required = True
+    _command(token_sub, "create", token_create, "Create an ACL token", _token_create_flags)
+    _command(token_sub, "list", token_list, "List ACL tokens", _format_flag)
+    _command(token_sub, "read", token_read, "Read an ACL token", _token_pick_flags)
+    _command(token_sub, "delete", token_delete, "Delete an ACL token", _token_pick_flags)
