@@ -38,6 +38,9 @@ With ``on_other_connection`` set, a connection whose first frame is not a Raft h
 with that decoded first frame, to ``on_other_connection(first, reader, writer)`` instead of being
 closed: the server layer serves its msgpack-RPC on the same port (one address per server, as
 Consul's port 8300). The transport still owns the connection's task, so ``close()`` ends it.
+A first frame that breaks the framing (over ``max_first_frame``, which the server sets to its
+RPC frame limit, or not one msgpack object) is handed over as the FrameError instead, so the
+RPC side can answer it.
 
 TLS
 ---
@@ -271,6 +274,7 @@ class TCPTransport:
         ssl_server: ssl.SSLContext | None = None,
         ssl_client: ssl.SSLContext | None = None,
         max_inbound: int = 0,
+        max_first_frame: int = 0,
     ) -> None:
         if not local_id:
             raise ValueError("local_id must be a non-empty server id")
@@ -300,6 +304,7 @@ class TCPTransport:
         self.ssl_server = ssl_server
         self.ssl_client = ssl_client
         self.max_inbound = max_inbound  # 0: unbounded
+        self.max_first_frame = max_first_frame  # 0: max_frame
         self._links: dict[tuple[str, str], _Link] = {}
         self._retired: set[asyncio.Task[None]] = set()
         self._inbound: set[asyncio.Task[Any]] = set()
@@ -421,8 +426,16 @@ class TCPTransport:
         remote = writer.get_extra_info("peername")
         sender = "?"
         try:
-            hello = await asyncio.wait_for(read_frame(reader, self.max_frame),
-                                           self.hello_timeout)
+            try:
+                hello = await asyncio.wait_for(
+                    read_frame(reader, self.max_first_frame or self.max_frame),
+                    self.hello_timeout)
+            except FrameError as exc:
+                if self.on_other_connection is None:
+                    raise
+                self.stats_in["bad_frames"] += 1
+                await self.on_other_connection(exc, reader, writer)  # it answers the error
+                return
             if self.on_other_connection is not None and not _is_hello(hello):
                 await self.on_other_connection(hello, reader, writer)
                 return

@@ -203,7 +203,14 @@ class RPCServer:
         self, first: Any, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
         """Serve a connection another listener accepted and whose first frame it decoded (the
-        Raft transport hands over what is not Raft: one port per server)."""
+        Raft transport hands over what is not Raft: one port per server). ``first`` is a
+        FrameError when that frame broke the framing: it is answered, and the caller closes."""
+        if isinstance(first, FrameError):
+            log.warning("rpc: closing connection from %s: %s",
+                        writer.get_extra_info("peername"), first)
+            if self.connection_errors:
+                await refuse_connection(reader, writer, f"rpc: {first}")
+            return
         await self.serve_connection(reader, writer, [first])
 
     async def serve_connection(

@@ -247,7 +247,8 @@ class Server:
                                "ssl_server": self.tls_server, "ssl_client": self.pool.ssl,
                                # RPC clients are refused (with an error) by the RPC server;
                                # this backstop leaves room for the Raft links of 32 peers.
-                               "max_inbound": cfg.limits.rpc_max_conns + 64},
+                               "max_inbound": cfg.limits.rpc_max_conns + 64,
+                               "max_first_frame": cfg.limits.rpc_max_frame},
         )
         await node.start()
         self.node = node
