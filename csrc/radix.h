@@ -108,4 +108,8 @@ uint64_t radix_node_count(const radix_node *t); /* nodes in a version (walks it)
 void radix_fail_alloc_after(long n); /* the n-th next allocation fails; -1: never */
 int radix_check(const radix_node *t); /* 0 when every invariant holds */
 
+#ifdef Py_PYTHON_H /* in the cffi extension module only: see radix_py.h */
+#include "radix_py.h"
+#endif
+
 #endif

@@ -14,8 +14,9 @@ This is the only module that touches ``ffi``/``lib`` for the tree. Two classes:
     ``delete_prefix``, reads that see its own uncommitted writes, then
     ``commit()`` (or ``abort()``). Used once; any use after commit or abort
     raises ``TransactionClosed``. A transaction belongs to the thread that
-    created it (``Tree`` objects may be shared between threads freely: the C
-    calls run without the GIL, and a committed version never changes).
+    created it (``Tree`` objects may be shared between threads freely: a
+    committed version never changes; the C calls run without the GIL, except
+    the point gets, whose lookup is shorter than releasing it).
 
 Keys and values are byte strings (``bytes``; ``bytearray`` and ``memoryview``
 are copied to ``bytes``); keys may hold NUL bytes and may be empty. Each entry
@@ -42,6 +43,7 @@ and a list) that ``pickle.loads`` turns into Python objects at C speed.
 from __future__ import annotations
 
 import pickle
+import sys
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -67,6 +69,14 @@ _NULL = ffi.NULL
 _get_ident = threading.get_ident
 _PACKED = lib.RADIX_PACKED
 _radix_get = lib.radix_get
+
+# Tree.get and Tree.get_with_index call plain CPython functions (csrc/radix_py.h says
+# why: cffi's call machinery costs 15x the lookup); other reads and all writes use cffi.
+if lib.radix_py_install() != 0:
+    raise ImportError("pykvs._cradix: could not install the point-read functions")
+_fast_reads = sys.modules["pykvs._cradix_fast"]
+_fast_get = _fast_reads.get
+_fast_get_with_index = _fast_reads.get_with_index
 
 
 class TransactionClosed(RuntimeError):
@@ -261,8 +271,9 @@ class Tree(_Reads):
     """An immutable version of the tree (see the module docstring)."""
 
     # _root: the root as a plain pointer (cheapest to pass to C); _owner: the same
-    # pointer wrapped by ffi.gc, which releases the version when the Tree goes.
-    __slots__ = ("__weakref__", "_owner", "_root")
+    # pointer wrapped by ffi.gc, which releases the version when the Tree goes;
+    # _addr: its address as an int, for the CPython point reads.
+    __slots__ = ("__weakref__", "_addr", "_owner", "_root")
 
     def __init__(self) -> None:
         root = lib.radix_empty()
@@ -270,6 +281,7 @@ class Tree(_Reads):
             raise MemoryError("radix tree: out of memory")
         self._owner = ffi.gc(root, lib.radix_release)
         self._root = root
+        self._addr = int(ffi.cast("uintptr_t", root))
 
     @classmethod
     def _adopt(cls, root: Any) -> Tree:
@@ -277,27 +289,27 @@ class Tree(_Reads):
         tree = cls.__new__(cls)
         tree._owner = ffi.gc(root, lib.radix_release)
         tree._root = root
+        tree._addr = int(ffi.cast("uintptr_t", root))
         return tree
 
     def _r(self) -> Any:
         return self._root
 
-    # The point reads, written out for speed (one C call, no helper calls).
+    # The point reads: one CPython call for a bytes key; any other key takes the
+    # checked path (bytes-likes copied, a wrong type named).
     def get(self, key: Bytes) -> bytes | None:
         """The value stored at key, or None."""
         try:
-            leaf = _radix_get(self._root, key, len(key))
+            return _fast_get(self._addr, key)
         except TypeError:
             return _get(self._root, key)
-        return _unpack(leaf.data, leaf.vlen) if leaf else None
 
     def get_with_index(self, key: Bytes) -> tuple[bytes, int] | None:
         """(value, modify index) for key, or None."""
         try:
-            leaf = _radix_get(self._root, key, len(key))
+            return _fast_get_with_index(self._addr, key)
         except TypeError:
             return _get_with_index(self._root, key)
-        return (_unpack(leaf.data, leaf.vlen), leaf.index) if leaf else None
 
     def snapshot(self) -> Tree:
         """Another handle on this same version, O(1) (the version is immutable)."""

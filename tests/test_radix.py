@@ -301,3 +301,21 @@ def test_versions_shared_between_threads() -> None:
         for th in threads:
             th.join()
     assert not errors, errors[0]
+
+
+def test_point_gets_agree_with_the_checked_path() -> None:
+    """Tree.get / get_with_index take a CPython fast path for bytes keys; every other
+    key goes the checked way. Both must answer alike, for any key."""
+
+    class Key(bytes):
+        pass
+
+    tree = build({b"": (b"root", 1), b"a\x00b": (b"", 0), b"k" * 300: (b"v" * 5000, 2**64 - 1)})
+    for key in (b"", b"a\x00b", b"a", b"a\x00", b"k" * 300, b"k" * 299, Key(b"a\x00b")):
+        found = tree.list_prefix(bytes(key))[:1]
+        expected = found[0][1:] if found and found[0][0] == key else None
+        assert tree.get_with_index(key) == expected
+        assert tree.get(key) == (expected[0] if expected else None)
+        assert tree.get(bytearray(key)) == tree.get(memoryview(bytes(key))) == tree.get(key)
+    with pytest.raises(TypeError, match="key"):
+        tree.get_with_index("")
