@@ -18,8 +18,6 @@ from pykvs.cli_consul import (
     client_from,
 )
 
-BUILTIN_POLICY_NAMES = {"global-management"}
-
 
 def _format_flag(p: argparse.ArgumentParser) -> None:
     _flag(p, "format", default="pretty", choices=("pretty", "json"),
@@ -34,8 +32,10 @@ def _show(ns: argparse.Namespace, out: TextIO, record: Any, pretty: str) -> int:
     return 0
 
 
-def _rows(rows: list[tuple[str, str]], indent: str = "") -> str:
-    width = max(len(name) for name, _ in rows) + 2
+POLICY_WIDTH, TOKEN_WIDTH = 14, 18  # consul's label columns ("Description:  ", ...)
+
+
+def _rows(rows: list[tuple[str, str]], width: int, indent: str = "") -> str:
     return "".join(f"{indent}{(name + ':').ljust(width)}{value}".rstrip() + "\n"
                    for name, value in rows)
 
@@ -43,7 +43,7 @@ def _rows(rows: list[tuple[str, str]], indent: str = "") -> str:
 def format_policy(policy: dict[str, Any]) -> str:
     text = _rows([("ID", policy["ID"]), ("Name", policy["Name"]),
                   ("Description", policy.get("Description", "")),
-                  ("Datacenters", ", ".join(policy.get("Datacenters") or []))])
+                  ("Datacenters", ", ".join(policy.get("Datacenters") or []))], POLICY_WIDTH)
     return text + "Rules:\n" + policy.get("Rules", "") + "\n"
 
 
@@ -54,7 +54,7 @@ def format_token(token: dict[str, Any]) -> str:
             ("Create Time", token.get("CreateTime", ""))]
     if token.get("ExpirationTime"):
         rows.append(("Expiration Time", token["ExpirationTime"]))
-    text = _rows(rows)
+    text = _rows(rows, TOKEN_WIDTH)
     links = token.get("Policies") or []
     if links:
         text += "Policies:\n" + "".join(f"   {p['ID']} - {p['Name']}\n" for p in links)
@@ -117,7 +117,7 @@ def policy_list(ns: argparse.Namespace, out: TextIO) -> int:
     pretty = "".join(
         f"{p['Name']}:\n" + _rows([("ID", p["ID"]), ("Description", p.get("Description", "")),
                                   ("Datacenters", ", ".join(p.get("Datacenters") or []))],
-                                 "   ")
+                                 POLICY_WIDTH, "   ")
         for p in policies)
     return _show(ns, out, policies, pretty)
 
