@@ -18,5 +18,6 @@ if ! command -v etcd >/dev/null 2>&1 || ! command -v etcdctl >/dev/null 2>&1; th
 fi
 etcd --version | head -n 1
 
-"$PYTHON" -m pip install --quiet pysyncobj matplotlib py-spy
-"$PYTHON" -c "import pysyncobj, matplotlib; print('pysyncobj', pysyncobj.__file__)"
+# grpcio drives etcd's gRPC API (the etcd3 package does not import with current protobuf).
+"$PYTHON" -m pip install --quiet pysyncobj matplotlib py-spy grpcio
+"$PYTHON" -c "import pysyncobj, matplotlib, grpc; print('pysyncobj', pysyncobj.__file__)"
