@@ -7,6 +7,7 @@ applied to a list (the "FSM"), and links can be cut or messages filtered by kind
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from collections.abc import Callable
 
@@ -1023,3 +1024,161 @@ def test_refusing_stale_candidates_does_not_hold_back_an_up_to_date_server() -> 
         if core.role is Role.CANDIDATE:
             break
     assert core.role is Role.CANDIDATE and step < 20
+
+
+# -- user restore (hashicorp/raft's Restore) ---------------------------------------------------
+
+
+def user_restore(node: Node, state: list[Entry], after_index: int = 0) -> SnapshotMeta:
+    """What the driver does: store the user's body at restore_meta(), then core.restore()."""
+    meta = node.core.restore_meta(after_index)
+    sink = node.snapshots.create(meta)
+    sink.write(msgpack.packb([e.to_wire() for e in state]))
+    meta = sink.commit()
+    node.core.restore(meta)
+    return meta
+
+
+RESTORED = [Entry(1, 1, EntryType.NORMAL, b"restored-1"), Entry(2, 1, EntryType.NORMAL, b"r2")]
+
+
+@pytest.mark.parametrize("after_index", [0, 500])
+def test_a_user_restore_replaces_the_state_everywhere_and_writes_carry_on(
+    after_index: int,
+) -> None:
+    c = elected(writes=5)
+    c.isolate("c")  # down during the restore
+    c["a"].propose(b"lost-in-flight")  # appended, never committed: the restore replaces it
+    last = c["a"].last_index
+    meta = user_restore(c.nodes["a"], RESTORED, after_index)
+    assert meta.index == max(last, after_index) + 1 and meta.term == c["a"].term
+    assert c["a"].commit_index == meta.index
+    c.stabilize()
+    c.tick_all(2)
+    assert c.applied_data("a") == c.applied_data("b") == [b"restored-1", b"r2"]
+    assert c.nodes["b"].store.snapshot_meta() == meta
+    assert c["a"].progress("b").match >= meta.index  # type: ignore[union-attr]
+    c["a"].propose(b"after")
+    c.stabilize()
+    c.heal()
+    c["a"].report_snapshot("c", False)  # as a driver does when the cut link failed the send
+    c.tick_all(3)
+    for sid in "abc":
+        assert c.applied_data(sid) == [b"restored-1", b"r2", b"after"], sid
+        assert c[sid].commit_index == meta.index + 1
+    c.nodes["a"].restart()  # the restored snapshot is what a restart starts from
+    c.tick_all(3)
+    assert c.applied_data("a") == [b"restored-1", b"r2", b"after"]
+
+
+def test_a_user_restore_is_refused_off_the_leader_or_at_a_stale_place() -> None:
+    c = elected(writes=2)
+    with pytest.raises(NotLeaderError):
+        c["b"].restore_meta()
+    a = c.nodes["a"]
+    meta = a.core.restore_meta()
+    a.core.propose(b"meanwhile")  # the log grew past the chosen index
+    with pytest.raises(ValueError, match="above the last log index"):
+        a.core.restore(meta)
+    with pytest.raises(ValueError, match="current term"):
+        a.core.restore(SnapshotMeta(a.core.last_index + 1, a.core.term - 1, meta.configuration))
+    with pytest.raises(ValueError, match="membership"):
+        a.core.restore(SnapshotMeta(a.core.last_index + 1, a.core.term, config_of("ab")))
+    c.stabilize()
+    assert c.applied_data("b") == [*values(2), b"meanwhile"]
+
+
+def test_no_user_restore_while_a_membership_change_is_uncommitted() -> None:
+    c = elected(writes=1)
+    c["a"].propose_config(add("d"))
+    with pytest.raises(ConfigChangeError, match="membership change"):
+        c["a"].restore_meta()
+
+
+# -- commit rules the simulator rarely reaches -------------------------------------------------
+
+
+@pytest.mark.parametrize("noop_reaches_majority", [False, True])
+def test_figure_8_an_old_term_entry_on_a_majority_is_not_committed_by_counting(
+    noop_reaches_majority: bool,
+) -> None:
+    """Raft paper, Figure 8: a (term 5) carries b's term-2 entry at index 2 to a majority.
+    Counted alone it must not commit: e (term-3 entry at 2) may still win and overwrite it.
+    Once a's own term-5 entry is on a majority, both commit and e can no longer win."""
+    c = Cluster(
+        "abcde", pre_vote=False, check_quorum=False, max_batch_entries=1,
+        logs={"a": ([2], 4), "b": ([2], 4), "c": ([], 4), "d": ([], 4), "e": ([3], 4)},
+    )  # fmt: skip
+    c.isolate("e")  # down while a leads
+    c.cut |= {("a", "d"), ("d", "a")}  # a's majority is a, b, c
+
+    def withhold_the_noop(m: Message) -> bool:
+        """Deliver appends without a's term-5 entry (index 3): b and c get only index 2."""
+        if m.kind is not K.APPEND or not any(e.index >= 3 for e in m.entries):
+            return False
+        kept = tuple(e for e in m.entries if e.index < 3)
+        c.nodes[m.dst].core.step(dataclasses.replace(m, entries=kept))
+        return True
+
+    c.drop = withhold_the_noop
+    c.campaign("a")
+    assert c["a"].role is Role.LEADER and c["a"].term == 5
+    c.tick_all(3)
+    assert [c.nodes[s].store.term(2) for s in "abc"] == [2, 2, 2]
+    assert c["a"].commit_index == 1  # three replicas of a term-2 entry commit nothing
+    c.drop = lambda m: False
+    if noop_reaches_majority:
+        c.tick_all(2)
+        assert c["a"].commit_index == 3
+    c.heal()
+    c.isolate("a")  # a goes down, e comes back
+    for _ in range(60):  # its first term may be one whose votes went to a already
+        if c["e"].role is Role.LEADER or c["e"].term > 7:
+            break
+        c["e"].tick()
+        c.stabilize()
+    if noop_reaches_majority:
+        assert c["e"].role is not Role.LEADER  # b and c hold a newer log than e
+        assert all(e.term == 2 for s in "abc" for e in c.nodes[s].applied if e.index == 2)
+    else:
+        assert c["e"].role is Role.LEADER
+        c.tick_all(3)
+        for sid in "bcde":
+            assert c.nodes[sid].store.term(2) == 3, sid
+        c.heal()
+        c.tick_all(3)
+        assert c.nodes["a"].store.term(2) == 3
+        # Nobody ever applied the term-2 entry that once sat on a majority.
+        assert not [e for n in c.nodes.values() for e in n.applied if e.index == 2 and e.term == 2]
+
+
+@pytest.mark.parametrize(
+    ("message", "expected_commit"),
+    [
+        # The leader's commit is 9, but only the prefix up to prev (3) is known to match.
+        ({"kind": K.APPEND, "index": 3, "log_term": 1, "commit": 9}, 3),
+        # One entry after prev: entry 4 now matches; our stale entry 5 is not the leader's.
+        ({"kind": K.APPEND, "index": 3, "log_term": 1, "commit": 9,
+          "entries": (Entry(4, 3, EntryType.NORMAL, b"x"),)}, 4),
+        # Entries that agree with ours: still no further than the last one sent.
+        ({"kind": K.APPEND, "index": 2, "log_term": 1, "commit": 9,
+          "entries": (Entry(3, 1, EntryType.NORMAL, b"e3"),)}, 3),
+        ({"kind": K.APPEND, "index": 5, "log_term": 2, "commit": 9}, 5),
+        ({"kind": K.APPEND, "index": 5, "log_term": 2, "commit": 4}, 4),
+        # A refused append (our entry 4 is of term 2) moves nothing.
+        ({"kind": K.APPEND, "index": 4, "log_term": 3, "commit": 9}, 1),
+        # Heartbeats carry min(match, commit) for this follower.
+        ({"kind": K.HEARTBEAT, "commit": 3}, 3),
+    ],
+)
+def test_a_follower_never_commits_past_what_the_leader_confirmed(
+    message: dict, expected_commit: int
+) -> None:
+    node = Node(CoreConfig(id="b"), None, seed=1)
+    preset(node.store, "abc", [1, 1, 2, 2], term=3)  # indexes 2..5, commit 1
+    node.restart()
+    node.core.step(Message(src="a", dst="b", term=3, **message))
+    node.process()
+    assert node.core.commit_index == expected_commit
+    assert [e.index for e in node.applied][-1:] == ([expected_commit] if expected_commit > 1
+                                                    else [1])

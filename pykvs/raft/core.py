@@ -289,6 +289,54 @@ class RaftCore:
         ``compact()`` does nothing)."""
         return self._log.unstable_snapshot is not None
 
+    @property
+    def pending_snapshot(self) -> SnapshotMeta | None:
+        """The snapshot the next Ready will install (from the leader, or a user restore)."""
+        return self._log.unstable_snapshot
+
+    def restore_meta(self, after_index: int = 0) -> SnapshotMeta:
+        """Leader only: where a user's snapshot would go (see ``restore()``): the first index
+        above both our last log index and ``after_index`` (the snapshot's own index, so that
+        no index the restored state carries is ever reused), in the current term, with the
+        membership in force (the cluster's, not the snapshot's)."""
+        self._check_can_propose()
+        if self._configs[-1][0] > self._log.committed:
+            raise ConfigChangeError("a membership change is not committed yet; restore later")
+        index = max(self._log.last_index(), after_index) + 1
+        return SnapshotMeta(index, self._term, self.configuration)
+
+    def restore(self, meta: SnapshotMeta) -> None:
+        """Leader only: replace the whole state by a user's snapshot (hashicorp/raft's Restore).
+
+        ``meta`` comes from ``restore_meta()`` and its body is in the driver's snapshot store
+        (or staged to be committed with the next Ready). The log is compacted to it: the next
+        Ready carries it as its snapshot (persist, then install into the FSM) and its index is
+        committed here at once. Every follower then needs entries below it, so each gets the
+        snapshot by InstallSnapshot. As in hashicorp/raft, the leader commits it ahead of its
+        followers: until a quorum holds it (the driver waits for an entry after it to commit
+        before saying the restore is done), losing this leader loses the restore.
+        """
+        self._check_can_propose()
+        if meta.term != self._term:
+            raise ValueError(f"restore: snapshot term {meta.term} is not the current term "
+                             f"{self._term}")
+        if meta.index <= self._log.last_index():
+            raise ValueError(f"restore: snapshot index {meta.index} must be above the last log "
+                             f"index {self._log.last_index()}")
+        if meta.configuration != self.configuration:
+            raise ValueError("restore: the snapshot's membership is not the one in force")
+        if self.snapshot_pending:
+            raise ValueError("restore: a snapshot is still being installed")
+        self._log.restore(meta)
+        self._configs = [(meta.index, meta.configuration)]
+        for peer, pr in self._progress.items():
+            if peer == self._id:
+                continue
+            # Everything a follower holds is below the snapshot: it needs the snapshot.
+            pr.become_probe()
+            pr.next = min(pr.next, meta.index)
+        self._append_pending = True
+
     def snapshot_meta(self, index: int) -> SnapshotMeta:
         """Metadata for a snapshot of the FSM at ``index`` (which must be applied already)."""
         if self.snapshot_pending:

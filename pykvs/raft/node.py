@@ -48,8 +48,9 @@ import itertools
 import logging
 import random
 import time
-from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+import zlib
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from pykvs.raft.core import (
@@ -185,6 +186,8 @@ class _Incoming:
     meta: SnapshotMeta
     sink: Any
     next_chunk: int = 0
+    size: int = 0
+    crc: int = 0
 
 
 class _ChunkStream:
@@ -275,6 +278,12 @@ class RaftNode:
         self._deferred_flush: asyncio.TimerHandle | None = None
         self._snapshot_senders: dict[str, asyncio.Task[None]] = {}
         self._incoming: dict[str, _Incoming] = {}
+        # Snapshot bodies written but not committed to the store: committed by the Ready that
+        # installs them, so a body is never stored unless the log points to it (else two such
+        # could push the snapshot our log is compacted to out of the keep-two store).
+        self._staged: dict[int, Any] = {}
+        self._restore_gate: asyncio.Event | None = None  # set while a user restore runs
+        self._leadership_listeners: list[Callable[[bool], None]] = []
         self._transfer_ids = itertools.count(1)
         self._side_tasks: set[asyncio.Task[Any]] = set()
         self._closing = False
@@ -347,14 +356,21 @@ class RaftNode:
         await asyncio.gather(*tasks, return_exceptions=True)
         if self._transport is not None:
             await self._transport.close()
-        for incoming in self._incoming.values():
-            with contextlib.suppress(Exception):
-                await asyncio.to_thread(incoming.sink.abort)
+        sinks = [incoming.sink for incoming in self._incoming.values()]
+        sinks += self._staged.values()
         self._incoming.clear()
+        self._staged.clear()
+        for sink in sinks:
+            with contextlib.suppress(Exception):
+                await asyncio.to_thread(sink.abort)
+        if self._restore_gate is not None:
+            self._restore_gate.set()
         error = self.failure if self.failure is not None else None
         self._fail_all(lambda: NodeFailedError(f"{self.id}: node failed: {error!r}")
                        if error is not None else NodeClosedError(f"{self.id}: node closed"))
         self._notify()
+        if self._role is Role.LEADER:
+            self._tell_leadership(False)
         self._closed.set()
 
     async def wait_closed(self) -> None:
@@ -369,6 +385,53 @@ class RaftNode:
 
     def is_leader(self) -> bool:
         return self._role is Role.LEADER
+
+    def last_contact(self) -> float | None:
+        """Seconds since the leader was last heard from: 0.0 on the leader, None when no
+        leader has been heard from yet."""
+        if self._role is Role.LEADER:
+            return 0.0
+        if self._last_contact is None:
+            return None
+        return time.monotonic() - self._last_contact
+
+    def add_leadership_listener(self, callback: Callable[[bool], None]) -> Callable[[], None]:
+        """Call ``callback(is_leader)`` from the event loop each time this server gains or
+        loses leadership (and ``False`` once when it closes while leading); returns a
+        function that removes it. Callbacks must not block."""
+        self._leadership_listeners.append(callback)
+
+        def remove() -> None:
+            with contextlib.suppress(ValueError):
+                self._leadership_listeners.remove(callback)
+
+        return remove
+
+    async def leadership_changes(self) -> AsyncIterator[bool]:
+        """Whether this server leads: now, then at each change, until the node closes."""
+        changes: asyncio.Queue[bool | None] = asyncio.Queue()
+        remove = self.add_leadership_listener(changes.put_nowait)
+        closed_waiter = asyncio.get_running_loop().create_task(self._closed.wait())
+        closed_waiter.add_done_callback(lambda _: changes.put_nowait(None))
+        try:
+            current = self.is_leader()
+            yield current
+            while (leading := await changes.get()) is not None:
+                if leading != current:
+                    current = leading
+                    yield leading
+            if current:
+                yield False
+        finally:
+            remove()
+            closed_waiter.cancel()
+
+    def _tell_leadership(self, leading: bool) -> None:
+        for callback in list(self._leadership_listeners):
+            try:
+                callback(leading)
+            except Exception:
+                log.exception("%s: leadership listener %r failed", self.id, callback)
 
     def configuration(self) -> Configuration:
         """The membership in force (the newest in the log, committed or not)."""
@@ -469,15 +532,87 @@ class RaftNode:
         self._wake()  # the Ready loop takes it between two Readies
         return await fut
 
+    async def restore(self, body: Iterable[bytes], after_index: int = 0,
+                      timeout: float | None = None) -> SnapshotMeta:
+        """Leader only: make FSM snapshot ``body`` the state of the whole cluster, as
+        hashicorp/raft's Restore. The caller has validated ``body`` (the FSM must accept it:
+        a body it refuses stops the node); ``after_index`` is the snapshot's own index.
+
+        New proposals wait while it runs. After a barrier, the body goes into the snapshot
+        store at an index above the last log index and ``after_index`` (current term), the log
+        is compacted to it and this FSM restored from it; followers get it by InstallSnapshot.
+        Returns its meta once an entry after it is committed, i.e. a quorum holds it. Until
+        then losing this leader may lose the restore (see ``RaftCore.restore``).
+        """
+        core = self._require_core()
+        if core.role is not Role.LEADER:
+            raise NotLeaderError(self._leader)
+        if self._restore_gate is not None:
+            raise RaftError(f"{self.id}: another restore is in progress")
+        self._restore_gate = gate = asyncio.Event()
+        limit = timeout if timeout is not None else 10 * self.config.election_timeout
+        try:
+            # Everything proposed before now is applied first (or fails the restore).
+            await self._await_entry(core, core.propose(b""), limit)
+            meta = core.restore_meta(after_index)
+            sink = self._snapshots.create(meta)
+            try:
+                size, crc = await asyncio.to_thread(self._write_body, sink, body)
+                meta = replace(meta, size=size, crc=crc)
+                self._require_core().restore(meta)  # NotLeaderError / ValueError: not done
+            except BaseException:
+                await asyncio.to_thread(sink.abort)
+                raise
+            self._stage(meta.index, sink)
+            self._wake()
+            await self._wait_for(lambda: self._applied >= meta.index, limit,
+                                 f"the restored snapshot {meta.index} to be installed")
+        finally:
+            self._restore_gate = None
+            gate.set()
+        log.info("%s: restored a user snapshot at index %d (%d bytes); waiting for a quorum",
+                 self.id, meta.index, meta.size)
+        await self._propose(b"", limit)
+        return meta
+
+    @staticmethod
+    def _write_body(sink: Any, body: Iterable[bytes]) -> tuple[int, int]:
+        """In a worker thread: write ``body`` into ``sink``; returns its size and CRC."""
+        size = crc = 0
+        for chunk in body:
+            sink.write(chunk)
+            size += len(chunk)
+            crc = zlib.crc32(chunk, crc)
+        return size, crc
+
+    def _stage(self, index: int, sink: Any) -> None:
+        """Keep ``sink`` for the Ready that installs snapshot ``index``; a staged body the
+        core replaced before that Ready is dropped."""
+        for old_index, old in list(self._staged.items()):
+            if old_index != index:
+                del self._staged[old_index]
+                task = asyncio.get_running_loop().create_task(asyncio.to_thread(old.abort))
+                self._side_tasks.add(task)
+                task.add_done_callback(self._side_tasks.discard)
+        previous = self._staged.get(index)
+        if previous is not None and previous is not sink:
+            task = asyncio.get_running_loop().create_task(asyncio.to_thread(previous.abort))
+            self._side_tasks.add(task)
+            task.add_done_callback(self._side_tasks.discard)
+        self._staged[index] = sink
+
+    async def _commit_staged(self, meta: SnapshotMeta) -> None:
+        """Commit the body of the snapshot this Ready installs (before its meta is saved)."""
+        sink = self._staged.pop(meta.index, None)
+        if sink is None:
+            return  # already stored (a restarted install, or a test's store)
+        stored = await asyncio.to_thread(sink.commit)
+        if (stored.size, stored.crc) != (meta.size, meta.crc):
+            raise RaftError(f"{self.id}: stored snapshot {stored} does not match {meta}")
+
     def stats(self) -> dict[str, Any]:
         """A picture of this server for operators and tests."""
         core = self._require_core()
-        if self._role is Role.LEADER:
-            last_contact: float | None = 0.0
-        elif self._last_contact is None:
-            last_contact = None
-        else:
-            last_contact = time.monotonic() - self._last_contact
         snap = self._log.snapshot_meta()
         conf = core.configuration
         return {
@@ -491,7 +626,7 @@ class RaftNode:
             "last_log_index": core.last_index,
             "first_log_index": self._log.first_index(),
             "snapshot_index": snap.index if snap is not None else 0,
-            "last_contact": last_contact,
+            "last_contact": self.last_contact(),
             "voters": dict(conf.voters),
             "learners": dict(conf.learners),
             "pending_proposals": len(self._proposals),
@@ -512,6 +647,9 @@ class RaftNode:
         return self._core
 
     async def _propose(self, data: bytes, timeout: float | None) -> Any:
+        while self._restore_gate is not None:
+            # A user restore picks its index above the last one: hold new entries meanwhile.
+            await self._restore_gate.wait()
         core = self._require_core()
         index = core.propose(data)  # raises NotLeaderError
         return await self._await_entry(core, index, timeout)
@@ -654,6 +792,8 @@ class RaftNode:
             early = [m for m in rd.messages if m.kind in _LEADER_KINDS]
             late = [m for m in rd.messages if m.kind not in _LEADER_KINDS]
         self._send_all(core, early)
+        if rd.snapshot is not None:
+            await self._commit_staged(rd.snapshot)
         await self._persist(rd)
         # From here to advance() nothing yields: see the module docstring.
         self._send_all(core, late)
@@ -713,6 +853,8 @@ class RaftNode:
         if (role, leader) != (self._role, self._leader):
             was_leader = self._role is Role.LEADER
             self._role, self._leader = role, leader
+            if was_leader != (role is Role.LEADER):
+                self._tell_leadership(not was_leader)
             if was_leader and role is not Role.LEADER:
                 proposals, self._proposals = self._proposals, {}
                 for index, proposal in proposals.items():
@@ -991,6 +1133,8 @@ class RaftNode:
                                  f"{incoming.next_chunk})")
             await asyncio.to_thread(incoming.sink.write, chunk)
             incoming.next_chunk += 1
+            incoming.size += len(chunk)
+            incoming.crc = zlib.crc32(chunk, incoming.crc)
         elif step == "end":
             _, _, _, count, wire = frame
             if count != incoming.next_chunk:
@@ -1000,15 +1144,21 @@ class RaftNode:
             sent = message.snapshot
             if sent is None or message.src != sender or message.dst != self.id:
                 raise ValueError(f"bad snapshot message at the end of a stream: {message!r}")
-            stored = await asyncio.to_thread(incoming.sink.commit)
+            received = (incoming.meta.index, incoming.meta.term, incoming.size, incoming.crc)
+            if received != (sent.index, sent.term, sent.size, sent.crc):
+                raise ValueError(f"received snapshot (index, term, size, crc) {received} does "
+                                 f"not match its message {sent}")
             del self._incoming[sender]
-            if (stored.index, stored.term, stored.size, stored.crc) != (
-                    sent.index, sent.term, sent.size, sent.crc):
-                raise ValueError(f"received snapshot {stored} does not match its message "
-                                 f"{sent}")
             core = self._core
-            if core is not None and not self._closing:
-                self._step(core, message)
+            if core is None or self._closing:
+                await asyncio.to_thread(incoming.sink.abort)
+                return
+            self._step(core, message)
+            if core.pending_snapshot == sent:
+                self._stage(sent.index, incoming.sink)  # committed by the installing Ready
+            else:
+                # Caught up meanwhile: never store a body the log will not point to.
+                await asyncio.to_thread(incoming.sink.abort)
         else:
             raise ValueError(f"unknown snapshot frame {step!r}")
 
