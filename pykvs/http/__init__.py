@@ -115,7 +115,6 @@ async def start(server: Server, host: str = "127.0.0.1", port: int = 8500, *,
     HTTPS with ``ssl_context`` on ``host:https_port`` when that is given."""
     if https_port is not None and ssl_context is None:
         raise ValueError("https_port needs an ssl_context (a TLS certificate and key)")
-    snapshot.register(server)
     # Blocking queries may be waiting: do not let them hold the agent's shutdown.
     runner = web.AppRunner(make_app(server), access_log=None, handle_signals=False,
                            shutdown_timeout=0.5)

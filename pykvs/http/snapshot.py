@@ -6,10 +6,9 @@ Term, Size, Configuration, as Consul's raft SnapshotMeta), ``state.bin`` and ``S
 is pykvs's own FSM snapshot stream (pykvs.fsm, CRC-checked), so an archive moves between pykvs
 clusters, not between pykvs and Consul; ``meta.json`` says ``"Format": "pykvs-fsm-1"``.
 
-Restore (``Snapshot.Restore``, registered on the server so that a follower forwards it to the
-leader) replaces the KV data by the snapshot's in one Raft transaction: delete every key, then
-set each key of the snapshot with its value and flags. Indexes are those of the restoring
-write, and sessions and locks are not restored (keys come back unlocked): see docs/HTTP.md.
+PUT verifies the archive and its state stream, then sends the stream in pieces to the
+server's ``Snapshot.Restore`` (a follower forwards them to the leader), which restores the
+whole state through Raft: KV with its original indexes, sessions, tombstones, ACLs.
 """
 
 from __future__ import annotations
@@ -27,7 +26,6 @@ import msgpack
 from aiohttp import web
 
 from pykvs import fsm
-from pykvs.http.acl import acl_restore_command
 from pykvs.http.common import (
     HTTPError,
     meta_headers,
@@ -36,10 +34,7 @@ from pykvs.http.common import (
     server_of,
     write_args,
 )
-from pykvs.server.args import field_bytes
 from pykvs.server.rpc import RPCError
-from pykvs.state.entry import decode_fields
-from pykvs.state.txn import TxnOp
 
 if TYPE_CHECKING:
     from pykvs.server.server import Server
@@ -47,6 +42,7 @@ if TYPE_CHECKING:
 ARCHIVE_FORMAT = "pykvs-fsm-1"
 META_NAME, STATE_NAME, SUMS_NAME = "meta.json", "state.bin", "SHA256SUMS"
 MAX_RESTORE = 1 << 30  # largest archive a PUT accepts
+RESTORE_PIECE = 1 << 20  # bytes of state per Snapshot.Restore call
 
 
 class ArchiveError(ValueError):
@@ -133,44 +129,6 @@ def read_archive(data: bytes) -> tuple[dict[str, Any], bytes]:
     return meta, members[STATE_NAME]
 
 
-def restore_ops(state: bytes) -> list[TxnOp]:
-    """The transaction that turns the KV table into the snapshot's: delete all, set each."""
-    try:
-        _, version, _ = fsm.read_snapshot(state)
-    except fsm.SnapshotError as exc:
-        raise ArchiveError(str(exc)) from None
-    ops = [TxnOp("delete-tree", b"")]
-    for key, stored, _ in version.kvs.list_prefix(b""):
-        value, flags = decode_fields(stored)[:2]
-        ops.append(TxnOp("set", bytes(key), bytes(value), flags))
-    return ops
-
-
-def register(server: Server) -> None:
-    """Add Snapshot.Restore to the server's RPC endpoints (a follower forwards to it)."""
-
-    async def snapshot_restore(args: dict[str, Any]) -> Any:
-        forwarded, reply = await server.forward("Snapshot.Restore", args, read=False)
-        if forwarded:
-            return reply
-        server.acl.authorize(args).require_snapshot()
-        ops = restore_ops(field_bytes(args, "State"))
-        result = await server.raft_apply(fsm.txn_command(ops, ts=time.time_ns()),
-                                         may_delete=True)
-        if isinstance(result, Exception):
-            raise RPCError(f"restore: {result}")
-        if result.errors:
-            raise RPCError("restore: " + "; ".join(e.what for e in result.errors))
-        acl_command = acl_restore_command(field_bytes(args, "State"))
-        if acl_command is not None:  # the snapshot's ACL tables replace the cluster's
-            acl_result = await server.raft_apply(acl_command)
-            if isinstance(acl_result, Exception):
-                raise RPCError(f"restore ACLs: {acl_result}")
-        return {"Index": server.state.index, "Keys": len(ops) - 1}
-
-    server.add_endpoint("Snapshot.Restore", snapshot_restore)
-
-
 async def _saved_stream(server: Server, args: dict[str, Any]) -> tuple[dict[str, Any], bytes]:
     """``(QueryMeta, FSM stream)`` through the server's Snapshot.Save and Snapshot.Read
     (they forward to the leader unless the request allows a stale answer)."""
@@ -202,8 +160,18 @@ async def snapshot_endpoint(request: web.Request) -> web.StreamResponse:
         raise HTTPError(413, f"Snapshot archive too large, max size: {MAX_RESTORE} bytes")
     try:
         _, state = await asyncio.to_thread(read_archive, body)
-        await asyncio.to_thread(restore_ops, state)  # verify the stream before sending it
+        await asyncio.to_thread(fsm.read_snapshot, state)  # verify before sending it
     except ArchiveError as exc:
         raise HTTPError(400, f"Error restoring snapshot: {exc}") from None
-    await server.handlers["Snapshot.Restore"]({**write_args(request), "State": state})
-    return web.Response(status=200)
+    except fsm.SnapshotError as exc:
+        raise HTTPError(400, f"Error restoring snapshot: {exc}") from None
+    restore = server.handlers["Snapshot.Restore"]
+    upload_id, offset = "", 0
+    while True:
+        piece = state[offset : offset + RESTORE_PIECE]
+        eof = offset + len(piece) >= len(state)
+        reply = await restore({**write_args(request), "ID": upload_id, "Offset": offset,
+                               "Data": piece, "EOF": eof})
+        if eof:
+            return web.Response(status=200)
+        upload_id, offset = reply["ID"], offset + len(piece)

@@ -38,6 +38,7 @@ from pykvs.server.args import (
     field_str,
     field_uint,
 )
+from pykvs.server.restore import RestoreUploads
 from pykvs.server.rpc import RawMsgpack, RPCError
 from pykvs.state.sessions import Session, SessionError, validate_session
 from pykvs.state.txn import TXN_VERBS, TxnOp, TxnResult
@@ -164,6 +165,7 @@ class Endpoints:
 
     def __init__(self, server: Server) -> None:
         self.server = server
+        self._restores = RestoreUploads()
 
     def table(self) -> dict[str, Endpoint]:
         return {name: _acl_errors(endpoint) for name, endpoint in self._methods().items()}
@@ -190,6 +192,7 @@ class Endpoints:
             "Operator.TransferLeader": self.operator_transfer_leader,
             "Snapshot.Save": self.snapshot_save,
             "Snapshot.Read": self.snapshot_read,
+            "Snapshot.Restore": self.snapshot_restore,
         }
 
     # ---------------------------------------------------------------------------------- KVS
@@ -492,3 +495,12 @@ class Endpoints:
         self.server.acl.authorize(args).require_snapshot()
         data, eof = self.server.read_snapshot(field_str(args, "ID"), field_uint(args, "Offset"))
         return {"Data": data, "EOF": eof}
+
+    async def snapshot_restore(self, args: dict[str, Any]) -> Any:
+        """Replace the whole state by an FSM snapshot stream sent in pieces (see
+        pykvs.server.restore); a follower forwards every piece to the leader."""
+        forwarded, reply = await self.server.forward("Snapshot.Restore", args, read=False)
+        if forwarded:
+            return reply
+        self.server.acl.authorize(args).require_snapshot()
+        return await self._restores.receive(self.server, args)
