@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from pykvs.fsm import FSM, kv_command
+from pykvs.raft.messages import Message, MessageKind
 from pykvs.raft.node import (
     ConfigChangeError,
     LeadershipLostError,
@@ -413,3 +414,41 @@ def test_leadership_transfer_and_removing_the_leader(tmp_path: Path) -> None:
         )
 
     scenario(tmp_path, body)
+
+
+def test_snapshots_a_follower_does_not_install_are_not_stored(tmp_path: Path) -> None:
+    """Regression: bodies a caught-up follower received but did not install used to be stored,
+    and the keep-two store then evicted the snapshot its log points to: the restart failed."""
+
+    async def body(c: Cluster) -> None:
+        await c.found(3)
+        leader = await c.wait_leader()
+        follower = next(s for s in c.running() if s is not leader)
+        assert leader.node is not None and follower.node is not None
+        assert leader.storage is not None and follower.storage is not None
+        for i in range(5):
+            await c.put(b"k%d" % i, b"v")
+        own = await follower.node.snapshot()
+        for transfer in range(1, 4):
+            for i in range(3):
+                await c.put(b"t%d-%d" % (transfer, i), b"v")
+            meta = await leader.node.snapshot()
+            chunks = list(leader.storage.snapshots.open(meta.index))
+            await until(lambda m=meta: follower.node.applied_index >= m.index, "caught up")
+            term = leader.node.stats()["term"]
+            message = Message(MessageKind.SNAPSHOT, term, leader.id, follower.id, snapshot=meta)
+            frames = [["snap", "begin", transfer, meta.to_wire()]]
+            frames += [["snap", "chunk", transfer, n, chunk] for n, chunk in enumerate(chunks)]
+            frames.append(["snap", "end", transfer, len(chunks), message.to_wire()])
+            for frame in frames:  # as the transport hands them over from the leader's link
+                await follower.node._on_snapshot_frame(leader.id, frame)
+        latest = follower.storage.snapshots.latest()
+        assert latest is not None and latest.index == own.index
+        assert follower.node.stats()["snapshots_installed"] == 0
+        await follower.stop()
+        await follower.start(peers={s.id: s.bind for s in c.running()})
+        expected = {b"t3-2": b"v", b"k0": b"v"}
+        await c.put(b"after", b"restart")
+        await c.converged({**expected, b"after": b"restart"})
+
+    scenario(tmp_path, body, snapshot_threshold=100_000)
