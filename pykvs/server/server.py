@@ -367,7 +367,7 @@ class Server:
                 try:
                     reply = await self.pool.call(split_address(target), "Internal.Join",
                                                  introduce, timeout=5.0)
-                except (OSError, ConnectionError, asyncio.TimeoutError, RPCError) as exc:
+                except (TimeoutError, OSError, ConnectionError, RPCError) as exc:
                     if attempt % 20 == 0:
                         log.info("%s: join %s: %s (retrying)", cfg.node_name, target, exc)
                     continue
@@ -414,7 +414,7 @@ class Server:
                                          timeout=max(10.0, 2 * cfg.rpc_hold_timeout))
                     log.info("%s: joined the cluster through %s", cfg.node_name, target)
                     return
-                except (OSError, ConnectionError, asyncio.TimeoutError, RPCError) as exc:
+                except (TimeoutError, OSError, ConnectionError, RPCError) as exc:
                     if attempt % 20 == 0:
                         log.info("%s: join through %s: %s (retrying)", cfg.node_name, target,
                                  exc)
@@ -427,19 +427,18 @@ class Server:
         (after a barrier, so the state is current), tear them down when it is lost."""
         node = self.node
         assert node is not None
-        while True:
-            leading = node.is_leader()
-            if leading and not self._is_leader:
+        async for leading in node.leadership_changes():
+            while leading and not self._is_leader and node.is_leader():
                 try:
                     await node.barrier(timeout=max(1.0, self.config.rpc_hold_timeout))
                 except (RaftError, NotLeaderError) as exc:
                     log.info("%s: barrier after winning the election failed: %r",
                              self.config.node_name, exc)
+                    await asyncio.sleep(self.config.tick_interval)
                 else:
                     self._establish_leadership()
-            elif not leading and self._is_leader:
+            if not leading and self._is_leader:
                 self._revoke_leadership()
-            await asyncio.sleep(self.config.tick_interval)
 
     def _establish_leadership(self) -> None:
         self._is_leader = True
@@ -631,8 +630,8 @@ class Server:
         node = self.node
         known_leader = node is not None and node.leader() is not None
         last_contact = 0
-        if node is not None and not node.is_leader():
-            contact = node.stats()["last_contact"]
+        if node is not None:
+            contact = node.last_contact()
             last_contact = int(contact * 1e9) if contact is not None else 0
         return {"Index": max(index, 1), "KnownLeader": known_leader, "LastContact": last_contact}
 
