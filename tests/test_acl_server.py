@@ -233,7 +233,9 @@ def test_state_replicates_survives_restart_and_forwarding_keeps_rights(tmp_path:
             assert denied["Results"] is None and DENIED in denied["Errors"][0]["What"]
             assert (await via_follower.get("pub/a"))[1].value == b"1"  # forwarded read: allowed
             await refused(via_follower.get("app/x"))
-            # A stale read answered by the follower itself, with its replicated tables.
+            # A stale read answered by the follower itself, with its replicated tables (once
+            # the follower has applied the write: a stale read may lag, that is its contract).
+            await until(lambda: follower.state.kv_get(b"pub/a")[1] is not None, "pub/a applied")
             stale = await via_follower.get("pub/a", consistency="stale")
             assert stale[1].value == b"1"
             await refused(via_follower.get("app/x", consistency="stale"))

@@ -53,6 +53,7 @@ from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
+from pykvs._aio import wait_for
 from pykvs.raft.core import (
     ConfigChange,
     ConfigChangeError,
@@ -472,8 +473,8 @@ class RaftNode:
         self._wake()
         limit = timeout if timeout is not None else self._read_timeout()
         try:
-            return await asyncio.wait_for(asyncio.shield(fut), limit)
-        except asyncio.TimeoutError:
+            return await wait_for(asyncio.shield(fut), limit)
+        except TimeoutError:
             raise RaftTimeoutError(f"{self.id}: read index not confirmed within {limit:.2f}s "
                                    f"(leader: {self._leader or 'unknown'})") from None
         finally:
@@ -661,8 +662,8 @@ class RaftNode:
         if timeout is None:
             return await fut
         try:
-            return await asyncio.wait_for(asyncio.shield(fut), timeout)
-        except asyncio.TimeoutError:
+            return await wait_for(asyncio.shield(fut), timeout)
+        except TimeoutError:
             if self._proposals.get(index) is not None and self._proposals[index].future is fut:
                 del self._proposals[index]
             raise RaftTimeoutError(f"{self.id}: entry {index} not applied within {timeout}s; "
@@ -698,7 +699,7 @@ class RaftNode:
                 raise RaftTimeoutError(f"{self.id}: timed out after {timeout:.2f}s waiting for "
                                        f"{what}")
             with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._changed.wait(), remaining)
+                await wait_for(self._changed.wait(), remaining)
 
     def _read_timeout(self) -> float:
         if self.config.read_timeout is not None:
@@ -1060,7 +1061,7 @@ class RaftNode:
         transfer = next(self._transfer_ids)
         ok = False
         try:
-            await asyncio.wait_for(
+            await wait_for(
                 transport.send_bulk(peer, [_SNAP, "begin", transfer, meta.to_wire()]), limit)
             chunks = iter(self._snapshots.open(meta.index))
             seq = 0
@@ -1068,10 +1069,10 @@ class RaftNode:
                 chunk = await asyncio.to_thread(next, chunks, None)
                 if chunk is None:
                     break
-                await asyncio.wait_for(
+                await wait_for(
                     transport.send_bulk(peer, [_SNAP, "chunk", transfer, seq, chunk]), limit)
                 seq += 1
-            await asyncio.wait_for(
+            await wait_for(
                 transport.send_bulk(peer, [_SNAP, "end", transfer, seq, message.to_wire()]),
                 limit)
             ok = True

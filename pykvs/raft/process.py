@@ -41,6 +41,7 @@ from typing import Any
 
 import msgpack
 
+from pykvs._aio import wait_for
 from pykvs.fsm import FSM, kv_command
 from pykvs.raft.node import NodeConfig, NotLeaderError, RaftNode
 from pykvs.raft.storage import LMDBStorage
@@ -85,7 +86,7 @@ class Client:
     @classmethod
     async def connect(cls, address: str, timeout: float = 5.0) -> Client:
         host, port = split_address(address)
-        reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
+        reader, writer = await wait_for(asyncio.open_connection(host, port), timeout)
         return cls(reader, writer)
 
     async def call(self, op: str, timeout: float | None = 30.0, **args: Any) -> Any:
@@ -99,7 +100,7 @@ class Client:
         try:
             self._writer.write(_frame([rid, op, args]))
             await self._writer.drain()
-            return await asyncio.wait_for(fut, timeout)
+            return await wait_for(fut, timeout)
         finally:
             self._waiting.pop(rid, None)
 

@@ -68,6 +68,8 @@ from typing import Any
 
 import msgpack
 
+from pykvs._aio import wait_for
+
 log = logging.getLogger(__name__)
 
 Handler = Callable[[str, Any], Awaitable[None] | None]
@@ -87,6 +89,10 @@ class FrameError(Exception):
     """A frame (or the hello) broke the wire format; its connection is closed."""
 
 
+class FrameTooLarge(FrameError):
+    """A frame's length is over the limit (a limit the sender can be told about)."""
+
+
 def split_address(address: str) -> tuple[str, int]:
     """``"host:port"`` (``"[v6]:port"`` too) -> (host, port)."""
     host, sep, port = address.rpartition(":")
@@ -103,7 +109,8 @@ async def read_frame(reader: asyncio.StreamReader, max_frame: int) -> Any:
     header = await reader.readexactly(4)
     length = int.from_bytes(header, "big")
     if length == 0 or length > max_frame:
-        raise FrameError(f"frame length {length} outside 1..{max_frame} (the frame limit)")
+        kind = FrameTooLarge if length else FrameError
+        raise kind(f"frame length {length} outside 1..{max_frame} (the frame limit)")
     body = await reader.readexactly(length)
     try:
         return msgpack.unpackb(body, raw=False, strict_map_key=False)
@@ -114,7 +121,7 @@ async def read_frame(reader: asyncio.StreamReader, max_frame: int) -> Any:
 async def _close_writer(writer: asyncio.StreamWriter) -> None:
     writer.close()
     with contextlib.suppress(Exception):
-        await asyncio.wait_for(writer.wait_closed(), 1.0)
+        await wait_for(writer.wait_closed(), 1.0)
 
 
 class _Link:
@@ -181,10 +188,10 @@ class _Link:
             if address is not None:
                 host, port = split_address(address)
                 try:
-                    reader, writer = await asyncio.wait_for(
+                    reader, writer = await wait_for(
                         asyncio.open_connection(host, port, ssl=t.ssl_client),
                         t.connect_timeout)
-                except (OSError, asyncio.TimeoutError) as exc:
+                except (TimeoutError, OSError) as exc:
                     self.stats["dial_failures"] += 1
                     log.debug("%s: dial %s (%s) failed: %s", t.local_id, self.peer, address, exc)
                 else:
@@ -193,7 +200,7 @@ class _Link:
                     try:
                         if not self.stopping:
                             await self._pump(reader, writer)
-                    except (OSError, asyncio.TimeoutError, ConnectionError) as exc:
+                    except (TimeoutError, OSError, ConnectionError) as exc:
                         log.info("%s: %s connection to %s lost: %r", t.local_id, self.lane,
                                  self.peer, exc)
                     finally:
@@ -217,7 +224,7 @@ class _Link:
         t = self.transport
         hello = _pack((HELLO_MAGIC, PROTOCOL_VERSION, t.local_id, self.lane))
         writer.writelines((len(hello).to_bytes(4, "big"), hello))
-        await asyncio.wait_for(writer.drain(), t.write_timeout)
+        await wait_for(writer.drain(), t.write_timeout)
         self.eof = False
         watcher = asyncio.get_running_loop().create_task(self._watch_eof(reader))
         self.connected = True
@@ -238,7 +245,7 @@ class _Link:
                 self.room.set()
                 writer.writelines(parts)
                 self.stats["sent"] += len(parts) // 2
-                await asyncio.wait_for(writer.drain(), t.write_timeout)
+                await wait_for(writer.drain(), t.write_timeout)
         finally:
             watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -427,7 +434,7 @@ class TCPTransport:
         sender = "?"
         try:
             try:
-                hello = await asyncio.wait_for(
+                hello = await wait_for(
                     read_frame(reader, self.max_first_frame or self.max_frame),
                     self.hello_timeout)
             except FrameError as exc:
@@ -455,7 +462,7 @@ class TCPTransport:
             self.stats_in["bad_frames"] += 1
             log.warning("%s: closing connection from %s (server %s): %s", self.local_id, remote,
                         sender, exc)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             self.stats_in["bad_frames"] += 1
             log.warning("%s: closing connection from %s: no hello within %.1fs", self.local_id,
                         remote, self.hello_timeout)
@@ -472,8 +479,14 @@ class TCPTransport:
             if not self._closed:
                 raise
         finally:
-            await _close_writer(writer)
-            self._inbound.discard(task)
+            try:
+                await _close_writer(writer)
+            except asyncio.CancelledError:
+                # Cancelled again while closing (the loop shutting down): same as above.
+                if not self._closed:
+                    raise
+            finally:
+                self._inbound.discard(task)
 
     def _check_hello(self, hello: Any) -> str:
         if (not isinstance(hello, list) or len(hello) != 4 or hello[0] != HELLO_MAGIC

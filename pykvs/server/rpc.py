@@ -32,8 +32,10 @@ from typing import Any
 
 import msgpack
 
+from pykvs._aio import wait_for
+
 # One framing for the shared port: Raft and RPC read frames the same way.
-from pykvs.raft.transport import FrameError, read_frame
+from pykvs.raft.transport import FrameError, FrameTooLarge, read_frame
 from pykvs.server.limits import (
     DEFAULT_RPC_MAX_CONNS,
     DEFAULT_RPC_MAX_FRAME,
@@ -94,7 +96,7 @@ async def refuse_connection(
     """Send the connection error ``[nil, error, nil]`` and stop writing; the caller closes."""
     with contextlib.suppress(Exception):
         writer.write(encode_frame(_pack([None, error, None])))
-        await asyncio.wait_for(writer.drain(), _REFUSAL_LINGER)
+        await wait_for(writer.drain(), _REFUSAL_LINGER)
         if writer.can_write_eof():
             writer.write_eof()
 
@@ -104,7 +106,7 @@ async def refuse_connection(
             while await reader.read(1 << 16):
                 pass
 
-        await asyncio.wait_for(discard_input(), _REFUSAL_LINGER)
+        await wait_for(discard_input(), _REFUSAL_LINGER)
 
 
 def _min_query_index(args: dict[str, Any]) -> int:
@@ -204,11 +206,12 @@ class RPCServer:
     ) -> None:
         """Serve a connection another listener accepted and whose first frame it decoded (the
         Raft transport hands over what is not Raft: one port per server). ``first`` is a
-        FrameError when that frame broke the framing: it is answered, and the caller closes."""
+        FrameError when that frame broke the framing: the caller closes the connection, and an
+        over-limit frame is answered first (other garbage on the shared port is not)."""
         if isinstance(first, FrameError):
             log.warning("rpc: closing connection from %s: %s",
                         writer.get_extra_info("peername"), first)
-            if self.connection_errors:
+            if self.connection_errors and isinstance(first, FrameTooLarge):
                 await refuse_connection(reader, writer, f"rpc: {first}")
             return
         await self.serve_connection(reader, writer, [first])
@@ -302,7 +305,7 @@ class RPCServer:
                 child.cancel()
             writer.close()
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(writer.wait_closed(), 1.0)
+                await wait_for(writer.wait_closed(), 1.0)
             self._connections.discard(task)
 
 
@@ -333,7 +336,7 @@ class RPCClient:
             if self.closed:
                 raise ConnectionLost(f"client for {self.host}:{self.port} is closed")
             if not self.connected:
-                reader, self._writer = await asyncio.wait_for(
+                reader, self._writer = await wait_for(
                     asyncio.open_connection(self.host, self.port, ssl=self.ssl),
                     self.connect_timeout)
                 self._reader = reader
@@ -390,7 +393,7 @@ class RPCClient:
         writer.write(encode_frame(body))
         try:
             await writer.drain()
-            return await asyncio.wait_for(future, timeout)
+            return await wait_for(future, timeout)
         finally:
             self._pending.pop(req_id, None)
 
