@@ -142,7 +142,7 @@ def test_bootstrap_expect_three_and_kill_leader_under_load(tmp_path: Path,
                             if await client.put(key, value):
                                 acked[key] = value
                                 break
-                        except (RPCError, OSError, ConnectionError, asyncio.TimeoutError):
+                        except (TimeoutError, RPCError, OSError, ConnectionError):
                             await asyncio.sleep(0.05)
 
             writers = [asyncio.ensure_future(writer(w)) for w in range(4)]

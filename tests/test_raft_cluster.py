@@ -110,7 +110,7 @@ class Proc:
             return None
         try:
             return await self.call("status", timeout=2.0)
-        except (ConnectionError, RemoteError, asyncio.TimeoutError):
+        except (TimeoutError, ConnectionError, RemoteError):
             return None
 
 
@@ -175,7 +175,7 @@ class ProcCluster:
             leader = await self.leader(max(0.5, deadline - time.monotonic()))
             try:
                 return await leader.call(op, **args)
-            except (RemoteError, ConnectionError, asyncio.TimeoutError) as exc:
+            except (TimeoutError, RemoteError, ConnectionError) as exc:
                 if isinstance(exc, RemoteError) and exc.name not in RETRYABLE:
                     raise
                 assert time.monotonic() < deadline, f"{op} kept failing: {exc!r}"
@@ -251,7 +251,7 @@ class Writers:
             try:
                 if await target.call("set", key=key, value=value, timeout=10.0) is True:
                     self.acked[key] = value
-            except (RemoteError, ConnectionError, asyncio.TimeoutError, AssertionError) as exc:
+            except (TimeoutError, RemoteError, ConnectionError, AssertionError) as exc:
                 self.failures += 1
                 leader = exc.leader if isinstance(exc, RemoteError) else None
                 target = self.cluster.procs.get(leader) if leader else None

@@ -17,7 +17,7 @@ import re
 import time
 import uuid
 from dataclasses import dataclass, replace
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import msgpack
@@ -60,7 +60,7 @@ def _wire_items(wire: Any, count: int, what: str) -> Any:
 def _go_time(ns: int) -> str:
     """Go's RFC3339Nano for a Unix time in nanoseconds, in UTC (trailing zeros trimmed)."""
     seconds, frac = divmod(ns, 1_000_000_000)
-    stamp = datetime.fromtimestamp(seconds, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
+    stamp = datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S")
     digits = f"{frac:09d}".rstrip("0")
     return f"{stamp}.{digits}Z" if digits else f"{stamp}Z"
 
