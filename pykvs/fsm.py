@@ -41,7 +41,7 @@ import struct
 import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any, BinaryIO
+from typing import IO, Any, BinaryIO
 
 import msgpack
 
@@ -325,7 +325,7 @@ def _table_pages(tree: Any) -> Iterator[bytes]:
 class _Reader:
     """Reads a snapshot stream, tracking the CRC of what it consumed."""
 
-    def __init__(self, stream: BinaryIO) -> None:
+    def __init__(self, stream: IO[bytes]) -> None:
         self.stream = stream
         self.crc = 0
 
@@ -348,7 +348,7 @@ def _load_records(txn: radix.Txn, page: bytes, table: str) -> int:
         raise SnapshotError(f"snapshot table {table}: {exc}") from None
 
 
-def read_snapshot(stream: BinaryIO | bytes) -> tuple[SnapshotHeader, StateSnapshot, LockDelays]:
+def read_snapshot(stream: IO[bytes] | bytes) -> tuple[SnapshotHeader, StateSnapshot, LockDelays]:
     """Parse and verify a snapshot stream into a new, unpublished state."""
     if isinstance(stream, bytes | bytearray | memoryview):
         stream = io.BytesIO(bytes(stream))
@@ -360,7 +360,7 @@ def read_snapshot(stream: BinaryIO | bytes) -> tuple[SnapshotHeader, StateSnapsh
         raise SnapshotError(f"snapshot is corrupt: {exc!r}") from None
 
 
-def _read_snapshot(stream: BinaryIO) -> tuple[SnapshotHeader, StateSnapshot, LockDelays]:
+def _read_snapshot(stream: IO[bytes]) -> tuple[SnapshotHeader, StateSnapshot, LockDelays]:
     reader = _Reader(stream)
     if reader.take(len(SNAPSHOT_MAGIC), "magic") != SNAPSHOT_MAGIC:
         raise SnapshotError("not a pykvs snapshot (bad magic)")
