@@ -455,3 +455,28 @@ def test_an_agent_that_goes_away_is_reported_not_a_blank_page(
     expect(page.locator("#error-text")).to_contain_text(
         "Reading k failed: cannot reach the pykvs agent at")
     expect(page.locator("#key-title")).to_have_text("k")  # the last view stays
+
+
+def test_with_acls_on_a_403_is_explained_and_a_token_opens_the_key(
+        page: Page, tmp_path: Path) -> None:
+    guarded = Agent(tmp_path, "ui3", "--acl-enabled", "--acl-default-policy", "deny")
+    try:
+        guarded.wait_leader()
+        status, body = http(guarded, "PUT", "/v1/acl/bootstrap")
+        assert status == 200, body
+        secret = json.loads(body)["SecretID"]
+        request = urllib.request.Request(f"{base(guarded)}/v1/kv/secret/k", data=b"hidden",
+                                         method="PUT", headers={"X-Consul-Token": secret})
+        with urllib.request.urlopen(request, timeout=30) as response:
+            assert response.read() == b"true"
+        assert http(guarded, "GET", "/v1/kv/secret/k")[0] == 403  # no token: refused
+
+        open_view(page, guarded, "/kv/secret/k")
+        expect(page.locator("#error-text")).to_contain_text("permission denied (403")
+        expect(page.locator("#error-text")).to_contain_text("ACL token")
+        page.fill("#token", secret)
+        page.click("#token-form button")
+        expect(page.locator("#value")).to_have_text("hidden")
+        assert_not_reloaded(page)
+    finally:
+        guarded.stop()
