@@ -27,7 +27,7 @@ from pykvs.server.args import NS_PER_SECOND
 from pykvs.server.rpc import RawMsgpack, RPCClient, RPCError, invoke
 from pykvs.server.server import Server, ServerConfig
 from pykvs.server.tls import TLSConfig
-from pykvs.state.entry import DirEntry
+from pykvs.state.entry import DirEntry, entries_from_pairs
 from pykvs.state.sessions import Session
 from pykvs.state.txn import TxnError, TxnResult
 
@@ -90,12 +90,6 @@ def _value(value: str | bytes | None) -> bytes:
     if value is None:
         return b""
     return _key(value, "value")
-
-
-def _entry(key: bytes, stored: Sequence[Any]) -> DirEntry:
-    value, flags, create_index, modify_index, lock_index, session = stored
-    return DirEntry(bytes(key), bytes(value or b""), flags, create_index, modify_index,
-                    lock_index, session or None)
 
 
 def _session(wire: Mapping[str, Any]) -> Session:
@@ -207,8 +201,8 @@ class AsyncKV:
         or ``wait`` seconds pass."""
         reply = await self.call("KVS.Get", {"Key": _key(key),
                                             **self._query(index, wait, consistency, dc)})
-        entries = reply.get("Entries") or []
-        return reply["Index"], (_entry(*entries[0]) if entries else None)
+        entries = entries_from_pairs(reply.get("Entries") or ())
+        return reply["Index"], (entries[0] if entries else None)
 
     async def list(self, prefix: str | bytes = b"", *, index: int = 0,
                    wait: float | None = None, consistency: str = "default",
@@ -216,7 +210,7 @@ class AsyncKV:
         """``(index, entries under prefix)`` in key order (Consul's ``?recurse``)."""
         reply = await self.call("KVS.List", {"Key": _key(prefix, "prefix"),
                                              **self._query(index, wait, consistency, dc)})
-        return reply["Index"], [_entry(*pair) for pair in reply.get("Entries") or []]
+        return reply["Index"], entries_from_pairs(reply.get("Entries") or ())
 
     async def keys(self, prefix: str | bytes = b"", separator: str | bytes | None = None, *,
                    index: int = 0, wait: float | None = None, consistency: str = "default",

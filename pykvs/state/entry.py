@@ -8,7 +8,9 @@ index is the ModifyIndex.  Python decodes an entry only when a Python caller ask
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, fields
+from typing import Any
 
 import msgpack
 
@@ -63,6 +65,33 @@ def encode_entry(
 ) -> bytes:
     """Encode the stored form of an entry (an empty session is stored as nil)."""
     return _packer.pack([value, flags, create_index, modify_index, lock_index, session or None])
+
+
+# A frozen dataclass's __init__ sets each field through object.__setattr__ (a name lookup per
+# field): 70 % of building a 1,000-entry listing in Python.  Calling the slot descriptors'
+# setters on a bare instance builds the same frozen, equal, hashable object in half the time.
+_new_object = object.__new__
+_SET_FIELDS = tuple(DirEntry.__dict__[f.name].__set__ for f in fields(DirEntry))
+
+
+def entries_from_pairs(pairs: Iterable[Sequence[Any]]) -> list[DirEntry]:
+    """DirEntries from ``[[key, [value, flags, create, modify, lock, session]], ...]`` (the
+    wire form of a KVS.Get/KVS.List reply's ``Entries``), unchecked; an empty session is
+    None."""
+    set_key, set_value, set_flags, set_create, set_modify, set_lock, set_session = _SET_FIELDS
+    entries = []
+    append = entries.append
+    for key, (value, flags, create_index, modify_index, lock_index, session) in pairs:
+        entry = _new_object(DirEntry)
+        set_key(entry, bytes(key))
+        set_value(entry, bytes(value or b""))
+        set_flags(entry, flags)
+        set_create(entry, create_index)
+        set_modify(entry, modify_index)
+        set_lock(entry, lock_index)
+        set_session(entry, session or None)
+        append(entry)
+    return entries
 
 
 def decode_fields(data: bytes) -> list:
