@@ -8,14 +8,8 @@
 #include <string.h>
 
 #include "radix.h"
+#include "../check.h"
 
-#define CHECK(cond)                                                                      \
-    do {                                                                                 \
-        if (!(cond)) {                                                                   \
-            fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond);    \
-            abort();                                                                     \
-        }                                                                                \
-    } while (0)
 
 typedef struct {
     unsigned char *key;
