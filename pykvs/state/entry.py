@@ -68,10 +68,31 @@ def encode_entry(
 
 
 # A frozen dataclass's __init__ sets each field through object.__setattr__ (a name lookup per
-# field): 70 % of building a 1,000-entry listing in Python.  Calling the slot descriptors'
-# setters on a bare instance builds the same frozen, equal, hashable object in half the time.
+# field): 70 % of building a 1,000-entry listing in Python, 20 % of replaying a log of KV
+# txns.  Calling the slot descriptors' setters builds the same frozen, equal, hashable object
+# in half the time, so DirEntry gets an __init__ that does that.
 _new_object = object.__new__
 _SET_FIELDS = tuple(DirEntry.__dict__[f.name].__set__ for f in fields(DirEntry))
+
+
+def _setter_init(set_key: Any, set_value: Any, set_flags: Any, set_create: Any,
+                 set_modify: Any, set_lock: Any, set_session: Any) -> Any:
+    def __init__(self: DirEntry, key: bytes, value: bytes = b"", flags: int = 0,
+                 create_index: int = 0, modify_index: int = 0, lock_index: int = 0,
+                 session: str | None = None) -> None:
+        set_key(self, key)
+        set_value(self, value)
+        set_flags(self, flags)
+        set_create(self, create_index)
+        set_modify(self, modify_index)
+        set_lock(self, lock_index)
+        set_session(self, session)
+
+    __init__.__qualname__ = "DirEntry.__init__"
+    return __init__
+
+
+DirEntry.__init__ = _setter_init(*_SET_FIELDS)  # type: ignore[method-assign]
 
 
 def entries_from_pairs(pairs: Iterable[Sequence[Any]]) -> list[DirEntry]:
@@ -79,7 +100,7 @@ def entries_from_pairs(pairs: Iterable[Sequence[Any]]) -> list[DirEntry]:
     wire form of a KVS.Get/KVS.List reply's ``Entries``), unchecked; an empty session is
     None."""
     set_key, set_value, set_flags, set_create, set_modify, set_lock, set_session = _SET_FIELDS
-    entries = []
+    entries: list[DirEntry] = []
     append = entries.append
     for key, (value, flags, create_index, modify_index, lock_index, session) in pairs:
         entry = _new_object(DirEntry)
