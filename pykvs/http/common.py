@@ -10,6 +10,7 @@ as 1, LastContact in milliseconds).
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import re
@@ -131,7 +132,10 @@ def meta_headers(meta: Mapping[str, Any]) -> dict[str, str]:
 def json_response(body: Any, status: int = 200, headers: Mapping[str, str] | None = None
                   ) -> web.Response:
     """``body`` as JSON (bytes are sent as they are: already rendered)."""
-    data = body if isinstance(body, bytes) else dump_json(body)
+    if body is True or body is False:  # the answer of every write verb: skip the encoder
+        data = b"true" if body else b"false"
+    else:
+        data = body if isinstance(body, bytes) else dump_json(body)
     return web.Response(body=data, status=status, headers=headers,
                         content_type="application/json")
 
@@ -187,8 +191,14 @@ def field(mapping: Mapping[str, Any], name: str) -> Any:
 
 async def read_body(request: web.Request, limit: int) -> bytes | None:
     """The request body, or None when it is longer than ``limit`` bytes (read no further)."""
-    if request.content_length is not None and request.content_length > limit:
-        return None
+    length = request.content_length
+    if length is not None:
+        if length > limit:
+            return None
+        try:  # one read for the usual body of known length (a KV value)
+            return await request.content.readexactly(length) if length else b""
+        except asyncio.IncompleteReadError as exc:  # the client closed early: what came
+            return exc.partial
     parts: list[bytes] = []
     size = 0
     while True:

@@ -46,8 +46,9 @@ def _key(request: web.Request) -> str:
 
 def _conflicting(request: web.Request, *names: str) -> None:
     """Consul's conflictingFlags: at most one of ``names`` may be given."""
-    if sum(name in request.query for name in names) > 1:
-        encoded = urlencode(sorted(request.query.items()))
+    query = request.query
+    if len(query) > 1 and sum(name in query for name in names) > 1:
+        encoded = urlencode(sorted(query.items()))
         raise HTTPError(400, f"Conflicting flags: {encoded}\n")
 
 
