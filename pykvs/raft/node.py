@@ -13,17 +13,20 @@ proposal, read, membership change) wakes the Ready loop, which, for each ``Ready
 4. applies committed entries to the FSM in order, resolving the futures of the proposals they
    carry, and answers ReadIndex requests whose index is now applied; then ``core.advance()``.
 
-Two orderings are relaxed where Raft allows it, because each fsync waited for is latency every
-write pays: a leader sends AppendEntries/heartbeats before its own write of the same Ready is
-durable (Raft thesis 10.2.1; the core counts the leader towards a commit only after
-``advance()``), and a Ready that only moves the commit index is applied without waiting for
-that write (the index is not needed for safety: the next Ready's write carries it, or a
-background write one tick later). Votes, terms and a follower's acknowledgements are always
-sent after their write.
+Three orderings are relaxed where Raft allows it, because each fsync waited for is latency
+every write pays: a leader sends AppendEntries/heartbeats before its own write of the same Ready
+is durable (Raft thesis 10.2.1; the core counts the leader towards a commit only after
+``advance()``); a Ready that only moves the commit index is applied without waiting for that
+write (the index is not needed for safety: the next Ready's write carries it, or a background
+write one tick later); and committed entries that earlier Readies' writes already made durable
+here (all below this Ready's first new entry, no vote change, no snapshot) are applied before
+this Ready's write, so a batch is answered while the next one syncs. Votes, terms and a
+follower's acknowledgements are always sent after their write.
 
 Everything from the end of the write to ``advance()`` runs without yielding to the loop, so
-other tasks always see the FSM at exactly the core's applied index; snapshots are captured
-there, between two Readies.
+the FSM is at exactly the core's applied index between two Readies; snapshots are captured
+there. (While an applied-first Ready's write syncs, the FSM and ``applied_index()`` are
+already past the core's index; only the Ready loop reads the core's.)
 
 Guarantees to callers: ``apply()`` resolves only once its entry is committed (durable on a
 quorum) **and** applied here; it never hangs on a lost proposal: losing leadership fails it
@@ -793,12 +796,21 @@ class RaftNode:
             early = [m for m in rd.messages if m.kind in _LEADER_KINDS]
             late = [m for m in rd.messages if m.kind not in _LEADER_KINDS]
         self._send_all(core, early)
+        # Entries that earlier (awaited) writes made durable here, and that are committed, are
+        # applied and answered while this Ready's write syncs rather than after it: otherwise
+        # every batch of writes waits for the next batch's fsync before it is answered.
+        apply_first = (vote_unchanged and rd.snapshot is None and bool(rd.committed_entries)
+                       and (not rd.entries
+                            or rd.committed_entries[-1].index < rd.entries[0].index))
+        if apply_first:
+            self._apply_ready(rd)
         if rd.snapshot is not None:
             await self._commit_staged(rd.snapshot)
         await self._persist(rd)
         # From here to advance() nothing yields: see the module docstring.
         self._send_all(core, late)
-        self._apply_ready(rd)
+        if not apply_first:
+            self._apply_ready(rd)
 
     async def _persist(self, rd: Ready) -> None:
         self.counters["saves"] += 1
