@@ -23,6 +23,7 @@ import tempfile
 from dataclasses import dataclass, field
 from typing import Any
 
+from pykvs.raft.storage import StorageError
 from pykvs.raft.transport import split_address
 from pykvs.server.limits import Limits
 from pykvs.server.server import Server, ServerConfig
@@ -150,6 +151,6 @@ def main(config: AgentConfig) -> int:
     configure_logging(config.log_level)
     try:
         return asyncio.run(run(config))
-    except (ValueError, OSError) as exc:
+    except (ValueError, OSError, StorageError) as exc:  # bad config, data dir or port
         log.error("agent failed to start: %s", exc)
         return 1

@@ -16,6 +16,9 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import dataclasses
+import math
+import os
 import ssl
 import threading
 from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
@@ -86,6 +89,19 @@ def _key(key: str | bytes, name: str = "key") -> bytes:
     raise TypeError(f"{name} must be str or bytes, not {type(key).__name__}")
 
 
+def _uint64(number: int, name: str) -> int:
+    if isinstance(number, bool) or not isinstance(number, int) or not 0 <= number < 1 << 64:
+        raise ValueError(f"{name} must be an integer in 0..2**64-1, got {number!r}")
+    return number
+
+
+def _seconds(seconds: float, name: str) -> float:
+    if (isinstance(seconds, bool) or not isinstance(seconds, int | float)
+            or not 0 <= seconds < math.inf):  # also refuses NaN
+        raise ValueError(f"{name} must be finite seconds >= 0, got {seconds!r}")
+    return seconds
+
+
 def _value(value: str | bytes | None) -> bytes:
     if value is None:
         return b""
@@ -103,9 +119,7 @@ def _duration(seconds: float | str | None, name: str) -> str:
         return ""
     if isinstance(seconds, str):
         return seconds
-    if isinstance(seconds, bool) or not isinstance(seconds, int | float) or seconds < 0:
-        raise ValueError(f"{name} must be seconds >= 0 or a Go duration string, got {seconds!r}")
-    return f"{seconds:g}s"
+    return f"{_seconds(seconds, name):g}s"
 
 
 class AsyncKV:
@@ -123,6 +137,8 @@ class AsyncKV:
     async def call(self, method: str, args: Mapping[str, Any] | None = None) -> Any:
         """Any RPC method with Consul-shaped arguments; the raw reply.  The client's token
         goes as ``Token`` unless ``args`` names one."""
+        if args is not None and not isinstance(args, Mapping):
+            raise TypeError(f"args must be a mapping, not {type(args).__name__}")
         request = dict(args or {})
         if self.token:
             request.setdefault("Token", self.token)
@@ -145,9 +161,8 @@ class AsyncKV:
                              f"{consistency!r}")
         if isinstance(index, bool) or not isinstance(index, int) or index < 0:
             raise ValueError(f"index must be an integer >= 0, got {index!r}")
-        if wait is not None and (isinstance(wait, bool) or not isinstance(wait, int | float)
-                                 or wait < 0):
-            raise ValueError(f"wait must be seconds >= 0, got {wait!r}")
+        if wait is not None:
+            _seconds(wait, "wait")
         args: dict[str, Any] = {"MinQueryIndex": index,
                                 "AllowStale": consistency == "stale",
                                 "RequireConsistent": consistency == "consistent"}
@@ -161,7 +176,8 @@ class AsyncKV:
                      flags: int = 0, index: int = 0, session: str | None = None,
                      dc: str | None = None) -> bool:
         args: dict[str, Any] = {"Op": op, "DirEnt": {"Key": _key(key), "Value": _value(value),
-                                                     "Flags": flags, "ModifyIndex": index,
+                                                     "Flags": _uint64(flags, "flags"),
+                                                     "ModifyIndex": index,
                                                      "Session": session or ""}}
         if dc:
             args["Datacenter"] = dc
@@ -180,7 +196,8 @@ class AsyncKV:
         if release is not None:
             return await self._apply("unlock", key, value, flags=flags, session=release, dc=dc)
         if cas is not None:
-            return await self._apply("cas", key, value, flags=flags, index=cas, dc=dc)
+            return await self._apply("cas", key, value, flags=flags, index=_uint64(cas, "cas"),
+                                     dc=dc)
         return await self._apply("set", key, value, flags=flags, dc=dc)
 
     async def delete(self, key: str | bytes, *, recurse: bool = False, cas: int | None = None,
@@ -191,7 +208,7 @@ class AsyncKV:
         if recurse:
             return await self._apply("delete-tree", key, dc=dc)
         if cas is not None:
-            return await self._apply("delete-cas", key, index=cas, dc=dc)
+            return await self._apply("delete-cas", key, index=_uint64(cas, "cas"), dc=dc)
         return await self._apply("delete", key, dc=dc)
 
     async def get(self, key: str | bytes, *, index: int = 0, wait: float | None = None,
@@ -226,12 +243,15 @@ class AsyncKV:
     @staticmethod
     def _txn_ops(ops: Sequence[Mapping[str, Any]]) -> builtins.list[dict[str, Any]]:
         """Accept Consul's ``{"KV": {...}}`` ops or their inner KV maps."""
+        if isinstance(ops, str | bytes | Mapping) or not isinstance(ops, Sequence):
+            raise TypeError(f"ops must be a list of operations, not {type(ops).__name__}")
         wire = []
         for position, op in enumerate(ops):
-            if not isinstance(op, Mapping):
+            inner = op.get("KV", op) if isinstance(op, Mapping) else op
+            if not isinstance(inner, Mapping):
                 raise TypeError(f"txn operation {position} must be a mapping, got "
-                                f"{type(op).__name__}")
-            kv = dict(op.get("KV", op))
+                                f"{type(inner).__name__}")
+            kv = dict(inner)
             for name in ("Key", "Value"):
                 if name in kv and isinstance(kv[name], str):
                     kv[name] = kv[name].encode()
@@ -271,8 +291,7 @@ class AsyncKV:
                              ttl: float | str | None = None, lock_delay: float = 15.0,
                              behavior: str = "release", dc: str | None = None) -> str:
         """Create a session; returns its ID. ``ttl`` in seconds (10..86400) or Go text."""
-        if isinstance(lock_delay, bool) or not isinstance(lock_delay, int | float):
-            raise ValueError(f"lock_delay must be seconds, got {lock_delay!r}")
+        _seconds(lock_delay, "lock_delay")
         body = {"Name": name, "Node": node or "", "TTL": _duration(ttl, "ttl"),
                 "LockDelay": int(lock_delay * NS_PER_SECOND), "Behavior": behavior}
         args: dict[str, Any] = {"Op": "create", "Session": body}
@@ -466,6 +485,12 @@ async def open_async(path: str, *, wait_leader: float = 30.0, token: str = "",
     one-server cluster listening on 127.0.0.1 at a free port. ``options`` are
     :class:`ServerConfig` fields (``join``, ``bootstrap_expect``, ``node_name``,
     ``acl_enabled``...); ``token`` is the ACL token secret the calls carry."""
+    if not isinstance(path, str | os.PathLike):
+        raise TypeError(f"path must be a str or os.PathLike, not {type(path).__name__}")
+    unknown = sorted(set(options) - {f.name for f in dataclasses.fields(ServerConfig)})
+    if unknown:
+        raise TypeError(f"open() got unknown option(s) {', '.join(unknown)} (the options are "
+                        f"ServerConfig's fields)")
     options.setdefault("port", 0)
     options.setdefault("tick_interval", 0.02)
     server = Server(ServerConfig(data_dir=str(path), **options))
@@ -494,6 +519,8 @@ async def connect_async(address: str = "127.0.0.1:8300", *, timeout: float | Non
     that serves TLS."""
     from pykvs.raft.transport import split_address
 
+    if not isinstance(address, str):
+        raise TypeError(f"address must be a 'host:port' str, not {type(address).__name__}")
     host, port = split_address(address)
     return AsyncKV(RemoteCaller(host, port, timeout, ssl_context=_tls_context(tls)), token)
 

@@ -38,12 +38,15 @@ import json
 import logging
 import os
 import random
+import struct
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import lmdb
 
 from pykvs import fsm as fsm_module
 from pykvs.fsm import FSM
@@ -75,6 +78,33 @@ NO_LEADER = "No cluster leader"
 VALUE_TOO_LARGE = "Value too large"
 DEFAULT_MAX_VALUE_SIZE = 512 * 1024
 _META_FILE = "server.json"
+_META_FORMAT = 1  # server.json's "format": a newer one is refused, none means 1
+_LMDB_MAGIC = 0xBEEFC0DE
+
+
+def check_lmdb_file(path: Path) -> None:
+    """Refuse an LMDB data file that is empty or shorter than its meta page says: LMDB maps
+    the file and reading past its end kills the process with SIGBUS instead of an error."""
+    if not path.exists():
+        return
+    size = path.stat().st_size
+    with path.open("rb") as f:
+        first = f.read(256)
+        # meta page 0 holds the page size in its free-list db's md_pad (offset 40)
+        psize = struct.unpack_from("=I", first, 40)[0] if len(first) >= 152 else 0
+        f.seek(psize)
+        pages = [first, f.read(256) if psize else b""]
+    metas = []  # (txnid, last page) of each meta page with LMDB's magic
+    for page in pages:
+        if len(page) >= 152 and struct.unpack_from("=I", page, 16)[0] == _LMDB_MAGIC:
+            last_pg, txnid = struct.unpack_from("=QQ", page, 136)
+            metas.append((txnid, last_pg))
+    if not metas or not 512 <= psize <= 65536:
+        raise ValueError(f"{path} is not an LMDB file (empty or corrupt: {size} bytes)")
+    last_pg = max(metas)[1]
+    if size < (last_pg + 1) * psize:
+        raise ValueError(f"{path} is truncated: {size} bytes, its last page ends at byte "
+                         f"{(last_pg + 1) * psize}")
 SNAPSHOT_CHUNK = 1 << 20  # bytes per Snapshot.Read reply
 SNAPSHOT_HOLD = 60.0  # seconds a saved snapshot waits for its next read
 
@@ -174,9 +204,17 @@ class Server:
         """Open the data directory and listen; returns the server address ``host:port``."""
         cfg = self.config
         data_dir = Path(cfg.data_dir)
+        if data_dir.exists() and not data_dir.is_dir():
+            raise NotADirectoryError(f"data directory {data_dir} is not a directory")
         data_dir.mkdir(parents=True, exist_ok=True)
-        port = self._port_to_use(data_dir)
-        self.storage = LMDBStorage(data_dir / "raft")
+        meta = self._read_meta(data_dir)  # before anything is opened: refuse another's dir
+        port = self._port_to_use(meta)
+        check_lmdb_file(data_dir / "raft" / "data.mdb")
+        try:
+            self.storage = LMDBStorage(data_dir / "raft")
+        except lmdb.Error as exc:
+            raise ValueError(f"{data_dir / 'raft' / 'data.mdb'}: cannot open the Raft store: "
+                             f"{exc}") from None
         log_store = self.storage.log
         has_state = log_store.last_index() > 0 or log_store.snapshot_meta() is not None
         try:
@@ -200,12 +238,11 @@ class Server:
         self._write_meta(data_dir)
         return self.address
 
-    def _port_to_use(self, data_dir: Path) -> int:
+    def _port_to_use(self, meta: dict[str, Any]) -> int:
         """The configured port; for port 0, the port an earlier run recorded (the Raft
         membership knows this server by its address, so a restart must come back to it)."""
         if self.config.port:
             return self.config.port
-        meta = self._read_meta(data_dir)
         recorded = meta.get("address")
         if isinstance(recorded, str):
             host, port = split_address(recorded)
@@ -217,7 +254,17 @@ class Server:
         path = data_dir / _META_FILE
         if not path.exists():
             return {}
-        meta = json.loads(path.read_text())
+        try:
+            meta = json.loads(path.read_bytes())
+        except ValueError as exc:
+            raise ValueError(f"{path} is corrupt (not JSON: {exc}); it records which node "
+                             "owns this data directory") from None
+        if not isinstance(meta, dict):
+            raise ValueError(f"{path} is corrupt: expected a JSON object, got "
+                             f"{type(meta).__name__}")
+        if not isinstance(meta.get("format", 1), int) or meta.get("format", 1) > _META_FORMAT:
+            raise ValueError(f"{path}: data directory format {meta['format']!r} is newer than "
+                             f"this pykvs understands ({_META_FORMAT})")
         if meta.get("node") not in (None, self.config.node_name):
             raise ValueError(f"data directory {data_dir} belongs to node {meta['node']!r}, "
                              f"not {self.config.node_name!r}")
@@ -227,8 +274,8 @@ class Server:
         return dict(meta)
 
     def _write_meta(self, data_dir: Path) -> None:
-        meta = {"node": self.config.node_name, "datacenter": self.config.datacenter,
-                "address": self.address}
+        meta = {"format": _META_FORMAT, "node": self.config.node_name,
+                "datacenter": self.config.datacenter, "address": self.address}
         tmp = data_dir / (_META_FILE + ".tmp")
         tmp.write_text(json.dumps(meta))
         os.replace(tmp, data_dir / _META_FILE)
