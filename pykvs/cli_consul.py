@@ -55,7 +55,12 @@ class HTTPClient:
                  stale: bool = False) -> None:
         if "://" not in address:
             address = "http://" + address
-        parsed = urllib.parse.urlsplit(address)
+        try:
+            parsed = urllib.parse.urlsplit(address)
+            parsed.port  # noqa: B018 - raises ValueError for a port that is not a number
+        except ValueError:
+            raise CommandError(f"Error connecting to Consul agent: invalid address "
+                               f"{address!r}") from None
         if parsed.scheme not in ("http", "https") or not parsed.hostname:
             raise CommandError(f"Error connecting to Consul agent: invalid address {address!r}")
         self.base = f"{parsed.scheme}://{parsed.netloc}"
@@ -376,20 +381,36 @@ def kv_import(ns: argparse.Namespace, out: TextIO) -> int:
             raise ValueError("expected a JSON array of {key, flags, value} objects")
     except ValueError as exc:
         raise CommandError(f"Cannot unmarshal data: {exc}") from None
+    # Every entry is checked and decoded before the first write, so bad data changes nothing.
+    decoded = [_import_entry(position, entry) for position, entry in enumerate(entries)]
     client = client_from(ns)
-    for entry in entries:
-        key = str(entry.get("key", ""))
-        try:
-            value = base64.b64decode(entry.get("value") or "", validate=True)
-        except (binascii.Error, ValueError) as exc:
-            raise CommandError(f"Error base 64 decoding value for key {key}: {exc}") from None
-        params = [("flags", str(entry.get("flags") or 0))]
+    for key, flags, value in decoded:
+        params = [("flags", str(flags))]
         try:
             client.json("PUT", f"/v1/kv/{key}", params, value)
         except CommandError as exc:
             raise CommandError(f"Error! Failed writing data for key {key}: {exc}") from None
         out.write(f"Imported: {key}\n")
     return 0
+
+
+def _import_entry(position: int, entry: dict[str, Any]) -> tuple[str, int, bytes]:
+    """(key, flags, value) of one ``kv import`` entry, or the CommandError saying what is
+    wrong with it (Consul's kvExportEntry: key string, flags uint64, value base64 string)."""
+    key, flags, value = entry.get("key"), entry.get("flags") or 0, entry.get("value") or ""
+    if not isinstance(key, str) or not key:
+        raise CommandError(f"Cannot unmarshal data: entry {position}: key must be a "
+                           f"non-empty string, got {key!r}")
+    if isinstance(flags, bool) or not isinstance(flags, int) or not 0 <= flags < 1 << 64:
+        raise CommandError(f"Cannot unmarshal data: entry {position} (key {key}): flags must "
+                           f"be an unsigned 64-bit integer, got {flags!r}")
+    if not isinstance(value, str):
+        raise CommandError(f"Cannot unmarshal data: entry {position} (key {key}): value must "
+                           f"be a base64 string, got {type(value).__name__}")
+    try:
+        return key, flags, base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise CommandError(f"Error base 64 decoding value for key {key}: {exc}") from None
 
 
 # ---------------------------------------------------------------------------- operator raft
