@@ -116,11 +116,34 @@ def test_open_refuses_bad_paths_and_options(tmp_path: Path) -> None:
     with pytest.raises(NotADirectoryError, match="not a directory"):
         pykvs.open(a_file)
     assert a_file.read_text() == "x"
-    assert not (tmp_path / "a").exists()
+    with pytest.raises(TypeError, match="port"):
+        pykvs.open(tmp_path / "a", port="8300")
+    with pytest.raises(TypeError, match="node_name"):
+        pykvs.open(tmp_path / "a", node_name=5)
+    with pytest.raises(ValueError, match="wait_leader"):
+        pykvs.open(tmp_path / "a", wait_leader="soon")
+    with pytest.raises(TypeError, match="token"):
+        pykvs.open(tmp_path / "a", token=5)
     with pytest.raises(TypeError, match="address"):
         pykvs.connect(5)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="host:port"):
         pykvs.connect("nope")
+    with pytest.raises(ValueError, match="port"):
+        pykvs.connect("127.0.0.1:99999")
+    with pytest.raises(TypeError, match="token"):
+        pykvs.connect("127.0.0.1:8300", token=b"secret")  # type: ignore[arg-type]
+    assert not (tmp_path / "a").exists()
+
+
+def test_a_closed_store_says_so(tmp_path: Path) -> None:
+    store = pykvs.open(tmp_path / "data", wait_leader=10)
+    store.put("k", "v")
+    store.close()
+    store.close()
+    with pytest.raises(RuntimeError, match="pykvs store is closed"):
+        store.get("k")
+    with pykvs.open(tmp_path / "data", wait_leader=10) as again:
+        assert again.get("k")[1].value == b"v"
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root ignores directory permissions")
@@ -202,6 +225,19 @@ def _flip(name: str, offset: int) -> Callable[[Path], None]:
     return flip
 
 
+def _flip_values(d: Path) -> None:
+    """One bit flipped in every stored copy of a value: LMDB has no checksums, the
+    storage's per-record CRC must catch it."""
+    path = d / "raft" / "data.mdb"
+    body = bytearray(path.read_bytes())
+    start = body.find(b"v" * 64)
+    assert start >= 0
+    while start >= 0:
+        body[start + 32] ^= 0x01
+        start = body.find(b"v" * 64, start + 64)
+    path.write_bytes(bytes(body))
+
+
 NEWER = json.dumps({"format": 99, "node": "n1", "datacenter": "dc1"}).encode()
 CORRUPTIONS: list[tuple[str, Callable[[Path], None], str]] = [
     ("server.json garbage", _write("server.json", b"\x00garbage{"), "server.json"),
@@ -216,6 +252,7 @@ CORRUPTIONS: list[tuple[str, Callable[[Path], None], str]] = [
     ("data.mdb half", _truncate("raft/data.mdb", lambda n: n // 2), "data.mdb"),
     ("data.mdb header bits", _flip("raft/data.mdb", 0), "data.mdb"),
     ("data.mdb meta bits", _flip("raft/data.mdb", 4096 + 16), "data.mdb"),
+    ("data.mdb value bits", _flip_values, "data.mdb"),
 ]
 
 
@@ -238,7 +275,9 @@ def test_corrupt_data_directory_is_refused(saved_dir: Path, tmp_path: Path, case
     opened = _open_in_child(data)
     assert opened.returncode == 1, (case, opened.returncode, opened.stdout, opened.stderr)
     last = opened.stderr.strip().splitlines()[-1]
-    assert last.startswith("ValueError:") and names in last, last
+    # ValueError, or the storage's CorruptionError for a record that fails its CRC
+    assert last.startswith(("ValueError:", "pykvs.raft.storage.Corrupt")), last
+    assert names in last, last
     assert {p: p.read_bytes() for p in files} == files  # refused before writing anything
 
 

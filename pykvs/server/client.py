@@ -397,6 +397,9 @@ class _LoopThread:
         if threading.current_thread() is self.thread:
             coro.close()
             raise RuntimeError("the synchronous pykvs API cannot be called from its own loop")
+        if self.loop.is_closed():
+            coro.close()
+            raise RuntimeError("this pykvs store is closed")
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result()
 
     def stop(self) -> None:
@@ -491,6 +494,8 @@ async def open_async(path: str, *, wait_leader: float = 30.0, token: str = "",
     if unknown:
         raise TypeError(f"open() got unknown option(s) {', '.join(unknown)} (the options are "
                         f"ServerConfig's fields)")
+    _seconds(wait_leader, "wait_leader")
+    _check_token(token)
     options.setdefault("port", 0)
     options.setdefault("tick_interval", 0.02)
     server = Server(ServerConfig(data_dir=str(path), **options))
@@ -501,6 +506,11 @@ async def open_async(path: str, *, wait_leader: float = 30.0, token: str = "",
         await server.close()
         raise
     return AsyncKV(LocalCaller(server), token)
+
+
+def _check_token(token: str) -> None:
+    if not isinstance(token, str):
+        raise TypeError(f"token must be a str (an ACL token secret), not {type(token).__name__}")
 
 
 def _tls_context(tls: ssl.SSLContext | TLSConfig | None) -> ssl.SSLContext | None:
@@ -522,6 +532,9 @@ async def connect_async(address: str = "127.0.0.1:8300", *, timeout: float | Non
     if not isinstance(address, str):
         raise TypeError(f"address must be a 'host:port' str, not {type(address).__name__}")
     host, port = split_address(address)
+    if not 0 < port < 65536:
+        raise ValueError(f"address port must be in 1..65535, got {port}")
+    _check_token(token)
     return AsyncKV(RemoteCaller(host, port, timeout, ssl_context=_tls_context(tls)), token)
 
 

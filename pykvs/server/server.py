@@ -140,6 +140,11 @@ class ServerConfig:
     limits: Limits = field(default_factory=Limits)  # protective limits (server/limits.py)
 
     def __post_init__(self) -> None:
+        for name in ("node_name", "datacenter", "bind"):
+            if not isinstance(getattr(self, name), str):
+                raise TypeError(f"{name} must be a str, not {type(getattr(self, name)).__name__}")
+        if isinstance(self.port, bool) or not isinstance(self.port, int):
+            raise TypeError(f"port must be an int, not {type(self.port).__name__}")
         if not self.node_name:
             raise ValueError("node_name must not be empty")
         if not self.datacenter:
