@@ -263,6 +263,8 @@ def kv_get(ns: argparse.Namespace, out: TextIO) -> int:
         out.write(_pretty_pair(pairs[0], ns.base64) + "\n")
         return 0
     value = base64.b64decode(pairs[0]["Value"]) if pairs[0].get("Value") else b""
+    if ns.base64:  # as consul kv get -base64: the value as base64 text
+        value = base64.b64encode(value)
     out.flush()
     buffer = getattr(out, "buffer", None)
     if buffer is not None:

@@ -124,6 +124,8 @@ def test_kv_put_get_delete(run: Any, agents: list[AgentProcess], tmp_path: Path,
     assert run("kv", "get", "/c/f")[1] == "from a file\n"  # a leading / is dropped
     assert run("kv", "get", "c/s")[1] == "from stdin\n"
     assert run("kv", "get", "c/64")[1] == "decoded\n"
+    # -base64 prints the value as base64 for a single key too, as consul kv get does
+    assert run("kv", "get", "-base64", "c/64")[1] == base64.b64encode(b"decoded").decode() + "\n"
     code, out, _ = run("kv", "get", "-detailed", "c/b/x")
     assert code == 0
     fields = dict(line.split(None, 1) for line in out.strip().splitlines())
