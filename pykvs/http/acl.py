@@ -13,7 +13,6 @@ from typing import Any
 
 from aiohttp import web
 
-from pykvs import fsm
 from pykvs.http.common import (
     HTTPError,
     json_response,
@@ -39,22 +38,6 @@ def refusal(message: str) -> tuple[int, str] | None:
     if message == ACL_DISABLED:
         return 401, message
     return None
-
-
-def acl_restore_command(state: bytes) -> bytes | None:
-    """The command that replaces the ACL tables by those of a snapshot stream; None when the
-    snapshot holds no ACL state (a snapshot from before ACLs leaves the cluster's alone)."""
-    _, version, _ = fsm.read_snapshot(state)
-    acl = version.acl
-    tokens = acl.tokens()
-    if not tokens and not acl.bootstrap_index:
-        return None
-    return fsm.acl_command(
-        "restore",
-        policies=[p.to_wire() for p in acl.policies()],
-        tokens=[t.to_wire() for t in tokens],
-        bootstrap=acl.bootstrap_index,
-    )
 
 
 async def _body(request: web.Request, what: str) -> dict[str, Any]:
