@@ -69,7 +69,7 @@ def _rules(text: str) -> str:
         try:
             with open(text[1:], encoding="utf-8") as f:
                 return f.read()
-        except OSError as exc:
+        except (OSError, UnicodeDecodeError) as exc:
             raise CommandError(f"Error loading rules: {exc}") from None
     return text
 

@@ -77,9 +77,14 @@ class HTTPClient:
             query.append(("dc", self.datacenter))
         if read and self.stale:
             query.append(("stale", ""))
-        url = self.base + urllib.parse.quote(path, safe="/")
-        if query:
-            url += "?" + urllib.parse.urlencode(query)
+        try:  # an argument the OS could not decode holds surrogates: the HTTP API takes UTF-8
+            url = self.base + urllib.parse.quote(path, safe="/")
+            if query:
+                url += "?" + urllib.parse.urlencode(query)
+        except UnicodeEncodeError:
+            raise CommandError(f"{method} {path!r}: an argument is not valid UTF-8") from None
+        if not self.token.isascii() or not self.token.isprintable():
+            raise CommandError(f"invalid ACL token {self.token!r}: not printable ASCII")
         headers = {"X-Consul-Token": self.token} if self.token else {}
         data: Any = body
         if body is not None and progress is not None:
@@ -214,7 +219,7 @@ def _read_data(data: str, stdin: BinaryIO) -> bytes:
             raise CommandError(f"Error! Failed to read file: {exc}") from None
     if data == "-":
         return stdin.read()
-    return data.encode()
+    return data.encode(errors="surrogateescape")
 
 
 # --------------------------------------------------------------------------------- kv get
@@ -489,11 +494,17 @@ def snapshot_save(ns: argparse.Namespace, out: TextIO) -> int:
     except CommandError as exc:
         raise CommandError(f"Error saving snapshot: {exc}") from None
     directory = os.path.dirname(os.path.abspath(path))
-    fd, unverified = tempfile.mkstemp(prefix=os.path.basename(path) + ".unverified",
-                                      dir=directory)
+    try:
+        fd, unverified = tempfile.mkstemp(prefix=os.path.basename(path) + ".unverified",
+                                          dir=directory)
+    except OSError as exc:
+        raise CommandError(f"Error creating unverified snapshot file: {exc}") from None
     try:
         with os.fdopen(fd, "wb") as handle:
-            handle.write(archive)
+            try:
+                handle.write(archive)
+            except OSError as exc:
+                raise CommandError(f"Error writing unverified snapshot file: {exc}") from None
         with open(unverified, "rb") as handle:
             try:
                 read_archive(handle.read())
@@ -566,7 +577,8 @@ def _run(run: Runner, ns: argparse.Namespace) -> int:
         return run(ns, sys.stdout)
     except CommandError as exc:
         sys.stdout.flush()
-        print(exc, file=sys.stderr)
+        # an argument that was not UTF-8 may be in the message (as surrogates)
+        print(str(exc).encode(errors="backslashreplace").decode(), file=sys.stderr)
         return 1
     except BrokenPipeError:
         return 1

@@ -188,3 +188,33 @@ def test_agent_refuses_a_directory_in_use_or_of_another_node(saved_dir: Path,
         code, err = _agent(copy)
         assert code == 1 and "already open" in err and "Traceback" not in err, err
         assert store.get("k")[1].value == b"v"
+
+
+def test_arguments_that_are_not_utf8(run: Any, agent: AgentProcess, tmp_path: Path) -> None:
+    """What Python makes of bytes the OS could not decode (surrogate escapes)."""
+    before = _everything(agent)
+    for argv in (["kv", "put", "\udcffkey", "v"], ["kv", "get", "\udcffkey"],
+                 ["kv", "delete", "\udcff"], ["kv", "export", "\udcff"],
+                 ["kv", "get", "-keys", "-separator", "\udcff", "k"],
+                 ["kv", "put", "-acquire", "-session", "\udcff", "k", "v"],
+                 ["acl", "policy", "read", "-name", "\udcff"],
+                 ["acl", "token", "read", "-id", "\udcff"]):
+        _refused(run(*argv), "not valid UTF-8")
+    _refused(run("kv", "put", "-token", "\udcff", "k", "v"), "invalid ACL token")
+    _refused(run("kv", "import", '[{"key": "\udcff"}]'), "Cannot unmarshal data")
+    assert agent.get("/v1/kv/?recurse") == before
+    # a value is bytes: the ones the user typed are stored
+    assert run("kv", "put", "raw", "\udcff")[0] == 0
+    assert agent.get("/v1/kv/raw")[0]["Value"] == base64.b64encode(b"\xff").decode()
+
+
+def test_files_that_cannot_be_read_or_written(run: Any, tmp_path: Path) -> None:
+    binary = tmp_path / "rules.bin"
+    binary.write_bytes(b"\xff\xfe\x00")
+    _refused(run("acl", "policy", "create", "-name", "p", "-rules", f"@{binary}"),
+             "Error loading rules")
+    _refused(run("acl", "policy", "create", "-name", "p", "-rules", f"@{tmp_path}"),
+             "Error loading rules")
+    _refused(run("snapshot", "save", str(tmp_path / "missing" / "s.snap")),
+             "Error creating unverified snapshot file")
+    assert not (tmp_path / "missing").exists()
