@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import json
 import shutil
+import socket
 import subprocess
 import sys
 import urllib.request
@@ -218,3 +219,28 @@ def test_files_that_cannot_be_read_or_written(run: Any, tmp_path: Path) -> None:
     _refused(run("snapshot", "save", str(tmp_path / "missing" / "s.snap")),
              "Error creating unverified snapshot file")
     assert not (tmp_path / "missing").exists()
+
+
+def test_agent_refuses_bad_flags(tmp_path: Path) -> None:
+    a_file = tmp_path / "file"
+    a_file.write_text("x")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        for flags, message in [
+            (["--data-dir", str(a_file)], "is not a directory"),
+            (["--rpc-hold-timeout", "nan"], "rpc_hold_timeout"),
+            (["--bind", "no-such-host.invalid"], "--bind 'no-such-host.invalid'"),
+            (["--http-port", port], "address already in use"),
+            (["--rpc-port", port, "--http-port", "0"], "address already in use"),
+            (["--http-port", "http"], "not a port number"),
+            (["--join-wan", "dc2"], "--join-wan wants DC=HOST:PORT"),
+        ]:
+            proc = subprocess.run(
+                [sys.executable, "-m", "pykvs.cli", "agent", "--data-dir", str(tmp_path / "d"),
+                 "--http-port", "0", "--rpc-port", "0", *flags],
+                capture_output=True, text=True, timeout=30)
+            assert proc.returncode in (1, 2), (flags, proc.stderr)
+            assert message in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+    assert a_file.read_text() == "x"

@@ -120,6 +120,8 @@ def test_open_refuses_bad_paths_and_options(tmp_path: Path) -> None:
         pykvs.open(tmp_path / "a", port="8300")
     with pytest.raises(TypeError, match="node_name"):
         pykvs.open(tmp_path / "a", node_name=5)
+    with pytest.raises(ValueError, match="max_query_time"):
+        pykvs.open(tmp_path / "a", max_query_time=float("nan"))
     with pytest.raises(ValueError, match="wait_leader"):
         pykvs.open(tmp_path / "a", wait_leader="soon")
     with pytest.raises(TypeError, match="token"):

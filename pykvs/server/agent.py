@@ -151,6 +151,9 @@ def main(config: AgentConfig) -> int:
     configure_logging(config.log_level)
     try:
         return asyncio.run(run(config))
+    except socket.gaierror as exc:
+        log.error("agent failed to start: --bind %r: %s", config.bind, exc.strerror)
+        return 1
     except (ValueError, OSError, StorageError) as exc:  # bad config, data dir or port
         log.error("agent failed to start: %s", exc)
         return 1

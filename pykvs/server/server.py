@@ -36,6 +36,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import os
 import random
 import struct
@@ -158,8 +159,13 @@ class ServerConfig:
         if self.acl_default_policy not in DEFAULT_POLICIES:
             raise ValueError(f"acl_default_policy must be allow or deny, got "
                              f"{self.acl_default_policy!r}")
-        if self.rpc_hold_timeout < 0:
-            raise ValueError(f"rpc_hold_timeout must be >= 0, got {self.rpc_hold_timeout}")
+        for name in ("rpc_hold_timeout", "join_retry_interval", "default_query_time",
+                     "max_query_time", "session_ttl_multiplier", "tombstone_ttl",
+                     "tombstone_granularity", "tick_interval"):
+            seconds = getattr(self, name)
+            if (isinstance(seconds, bool) or not isinstance(seconds, int | float)
+                    or not 0 <= seconds < math.inf):  # also refuses NaN
+                raise ValueError(f"{name} must be a finite number >= 0, got {seconds!r}")
         for address in [*self.join, *(a for dc in self.join_wan.values() for a in dc)]:
             split_address(address)
 
