@@ -23,10 +23,20 @@ KV = Any
 
 
 @pytest.fixture(scope="module")
-def kv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KV]:
+def embedded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KV]:
     with pykvs.open(tmp_path_factory.mktemp("api") / "data", wait_leader=10) as store:
         store.put("keep", "me", flags=7)
         yield store
+
+
+@pytest.fixture(scope="module", params=["embedded", "remote"])
+def kv(request: pytest.FixtureRequest, embedded: KV) -> Iterator[KV]:
+    """The same store in this process, and through pykvs.connect over msgpack-RPC."""
+    if request.param == "embedded":
+        yield embedded
+        return
+    with pykvs.connect(embedded.server.address, timeout=30) as remote:
+        yield remote
 
 
 def _state(store: KV) -> tuple[int, list[Any], list[Any]]:
@@ -34,7 +44,7 @@ def _state(store: KV) -> tuple[int, list[Any], list[Any]]:
     return index, entries, store.session_list()[1]
 
 
-BAD_CALLS: list[tuple[str, Callable[[KV], object], type[Exception], str]] = [
+BAD_CALLS: list[tuple[str, Callable[[KV], object], Any, str]] = [
     ("int key", lambda s: s.put(1, "v"), TypeError, "key"),
     ("int value", lambda s: s.put("k", 5), TypeError, "value"),
     ("negative flags", lambda s: s.put("k", "v", flags=-1), ValueError, "flags"),
@@ -50,7 +60,7 @@ BAD_CALLS: list[tuple[str, Callable[[KV], object], type[Exception], str]] = [
     ("delete str cas", lambda s: s.delete("keep", cas="4"), ValueError, "cas"),
     ("delete int key", lambda s: s.delete(5), TypeError, "key"),
     ("get negative index", lambda s: s.get("keep", index=-1), ValueError, "index"),
-    ("get huge index", lambda s: s.get("keep", index=1 << 70), pykvs.RPCError, "Index"),
+    ("get huge index", lambda s: s.get("keep", index=1 << 70), ValueError, "index"),
     ("get infinite wait", lambda s: s.get("keep", index=1, wait=float("inf")), ValueError,
      "wait"),
     ("get huge wait", lambda s: s.get("keep", index=1, wait=1e308 * 10), ValueError, "wait"),
@@ -72,6 +82,13 @@ BAD_CALLS: list[tuple[str, Callable[[KV], object], type[Exception], str]] = [
      pykvs.RPCError, "Key"),
     ("txn negative index", lambda s: s.txn([{"Verb": "cas", "Key": "k", "Index": -1}]),
      pykvs.RPCError, "Index"),
+    ("txn huge flags", lambda s: s.txn([{"Verb": "set", "Key": "k", "Flags": 1 << 64}]),
+     (pykvs.RPCError, ValueError), "Flags|64 bits"),
+    ("txn_read huge index", lambda s: s.txn_read([{"Verb": "check-index", "Key": "keep",
+                                                    "Index": 1 << 70}]),
+     (pykvs.RPCError, ValueError), "Index|64 bits"),
+    ("call huge index", lambda s: s.call("KVS.Get", {"Key": b"keep", "MinQueryIndex": 1 << 64}),
+     (pykvs.RPCError, ValueError), "MinQueryIndex|64 bits"),
     ("txn_read of an int", lambda s: s.txn_read(5), TypeError, "ops"),
     ("session negative ttl", lambda s: s.session_create(ttl=-1), ValueError, "ttl"),
     ("session infinite ttl", lambda s: s.session_create(ttl=float("inf")), ValueError, "ttl"),
@@ -94,7 +111,7 @@ BAD_CALLS: list[tuple[str, Callable[[KV], object], type[Exception], str]] = [
 @pytest.mark.parametrize(("case", "call", "error", "names"), BAD_CALLS,
                          ids=[c[0] for c in BAD_CALLS])
 def test_bad_argument_is_refused_and_changes_nothing(
-        kv: KV, case: str, call: Callable[[KV], object], error: type[Exception],
+        kv: KV, case: str, call: Callable[[KV], object], error: Any,
         names: str) -> None:
     before = _state(kv)
     with pytest.raises(error, match=names):

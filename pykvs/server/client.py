@@ -52,7 +52,10 @@ class RemoteCaller:
         self.timeout = timeout
 
     async def call(self, method: str, args: Mapping[str, Any]) -> Any:
-        return await self.client.call(method, args, self.timeout)
+        try:
+            return await self.client.call(method, args, self.timeout)
+        except OverflowError:  # msgpack cannot encode it; the in-process server says which
+            raise ValueError(f"{method}: an integer argument does not fit in 64 bits") from None
 
     async def close(self) -> None:
         await self.client.close()
@@ -159,8 +162,7 @@ class AsyncKV:
         if consistency not in CONSISTENCY_MODES:
             raise ValueError(f"consistency must be one of {CONSISTENCY_MODES}, got "
                              f"{consistency!r}")
-        if isinstance(index, bool) or not isinstance(index, int) or index < 0:
-            raise ValueError(f"index must be an integer >= 0, got {index!r}")
+        _uint64(index, "index")
         if wait is not None:
             _seconds(wait, "wait")
         args: dict[str, Any] = {"MinQueryIndex": index,
