@@ -29,10 +29,11 @@ there. (While an applied-first Ready's write syncs, the FSM and ``applied_index(
 already past the core's index; only the Ready loop reads the core's.)
 
 Guarantees to callers: ``apply()`` resolves only once its entry is committed (durable on a
-quorum) **and** applied here; it never hangs on a lost proposal: losing leadership fails it
-with ``LeadershipLostError`` (its outcome is then unknown), an entry replaced by another
-leader's fails it with ``ProposalDroppedError`` (it was not applied). A failed durable write
-stops the node (``NodeFailedError``): a Raft server must not go on after its disk lied.
+quorum) **and** applied here; it never hangs on a lost proposal: losing leadership before it
+committed fails it with ``LeadershipLostError`` (its outcome is then unknown), an entry
+replaced by another leader's fails it with ``ProposalDroppedError`` (it was not applied). A
+failed durable write stops the node (``NodeFailedError``): a Raft server must not go on after
+its disk lied.
 
 Snapshots: when ``applied`` passes the last snapshot by ``snapshot_threshold`` (or on
 ``snapshot()``), the FSM's O(1) point-in-time copy is streamed into the SnapshotStore from a
@@ -869,9 +870,14 @@ class RaftNode:
             if was_leader != (role is Role.LEADER):
                 self._tell_leadership(not was_leader)
             if was_leader and role is not Role.LEADER:
-                proposals, self._proposals = self._proposals, {}
+                # Entries already committed are applied here all the same (a leader removing
+                # itself steps down as its removal commits, before applying it): their callers
+                # get the result. The others' outcome is unknown.
+                committed = core.commit_index
+                proposals = self._proposals
+                self._proposals = {i: p for i, p in proposals.items() if i <= committed}
                 for index, proposal in proposals.items():
-                    if not proposal.future.done():
+                    if index > committed and not proposal.future.done():
                         proposal.future.set_exception(LeadershipLostError(index, leader))
             # ReadIndex rounds in flight died with the old leader (or our forwarding of them).
             reads, self._reads = self._reads, {}
