@@ -89,6 +89,8 @@ BAD_CALLS: list[tuple[str, Callable[[KV], object], Any, str]] = [
      (pykvs.RPCError, ValueError), "Index|64 bits"),
     ("call huge index", lambda s: s.call("KVS.Get", {"Key": b"keep", "MinQueryIndex": 1 << 64}),
      (pykvs.RPCError, ValueError), "MinQueryIndex|64 bits"),
+    ("txn misspelt field", lambda s: s.txn([{"Verb": "set", "Key": "keep", "Valu": "v"}]),
+     ValueError, "Valu"),
     ("txn_read of an int", lambda s: s.txn_read(5), TypeError, "ops"),
     ("session negative ttl", lambda s: s.session_create(ttl=-1), ValueError, "ttl"),
     ("session infinite ttl", lambda s: s.session_create(ttl=float("inf")), ValueError, "ttl"),
@@ -119,6 +121,15 @@ def test_bad_argument_is_refused_and_changes_nothing(
     assert _state(kv) == before, case
     assert kv.put("usable", case) and kv.get("usable")[1].value == case.encode()
     kv.delete("usable")
+
+
+def test_durations_go_as_go_text(kv: KV) -> None:
+    # "1e+06s" used to go, and came back as Go's "unknown unit" instead of the range
+    with pytest.raises(pykvs.RPCError, match="Invalid Session TTL"):
+        kv.session_create(ttl=1e6)
+    session = kv.session_create(ttl=12.5, lock_delay=0)
+    assert kv.session_info(session)[1].ttl == "12.5s"
+    kv.session_destroy(session)
 
 
 def test_open_refuses_bad_paths_and_options(tmp_path: Path) -> None:

@@ -36,6 +36,9 @@ from pykvs.state.txn import TxnError, TxnResult
 
 T = TypeVar("T")
 CONSISTENCY_MODES = ("default", "consistent", "stale")
+# Consul's TxnKVOp fields (Namespace and Partition are Enterprise's, accepted and unused)
+TXN_KV_FIELDS = frozenset({"Verb", "Key", "Value", "Flags", "Index", "Session", "Namespace",
+                           "Partition"})
 
 
 class Caller(Protocol):
@@ -122,7 +125,8 @@ def _duration(seconds: float | str | None, name: str) -> str:
         return ""
     if isinstance(seconds, str):
         return seconds
-    return f"{_seconds(seconds, name):g}s"
+    # fixed point: Go's ParseDuration has no exponent ("1e+06s" is refused)
+    return f"{_seconds(seconds, name):.9f}".rstrip("0").rstrip(".") + "s"
 
 
 class AsyncKV:
@@ -254,6 +258,11 @@ class AsyncKV:
                 raise TypeError(f"txn operation {position} must be a mapping, got "
                                 f"{type(inner).__name__}")
             kv = dict(inner)
+            unknown = sorted(set(kv) - TXN_KV_FIELDS)
+            if unknown:  # a misspelt field would be ignored: "Valu" would write an empty value
+                raise ValueError(f"txn operation {position}: unknown field(s) "
+                                 f"{', '.join(map(str, unknown))} (fields: "
+                                 f"{', '.join(sorted(TXN_KV_FIELDS))})")
             for name in ("Key", "Value"):
                 if name in kv and isinstance(kv[name], str):
                     kv[name] = kv[name].encode()
