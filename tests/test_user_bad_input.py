@@ -10,10 +10,13 @@ import os
 import shutil
 import subprocess
 import sys
+import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import lmdb
+import msgpack
 import pytest
 
 import pykvs
@@ -268,6 +271,18 @@ def _flip_values(d: Path) -> None:
     path.write_bytes(bytes(body))
 
 
+def _newer_storage_format(d: Path) -> None:
+    """The Raft store's own format record says 2 (sealed as storage.py seals records)."""
+    env = lmdb.open(str(d / "raft"), max_dbs=4, subdir=True)
+    try:
+        with env.begin(write=True, db=env.open_db(b"stable")) as txn:
+            payload = msgpack.packb(2)
+            txn.put(b"format", payload + zlib.crc32(payload, zlib.crc32(b"format")).to_bytes(
+                4, "big"))
+    finally:
+        env.close()
+
+
 NEWER = json.dumps({"format": 99, "node": "n1", "datacenter": "dc1"}).encode()
 CORRUPTIONS: list[tuple[str, Callable[[Path], None], str]] = [
     ("server.json garbage", _write("server.json", b"\x00garbage{"), "server.json"),
@@ -283,6 +298,7 @@ CORRUPTIONS: list[tuple[str, Callable[[Path], None], str]] = [
     ("data.mdb header bits", _flip("raft/data.mdb", 0), "data.mdb"),
     ("data.mdb meta bits", _flip("raft/data.mdb", 4096 + 16), "data.mdb"),
     ("data.mdb value bits", _flip_values, "data.mdb"),
+    ("raft store of a newer format", _newer_storage_format, "format 2"),
 ]
 
 
@@ -305,8 +321,8 @@ def test_corrupt_data_directory_is_refused(saved_dir: Path, tmp_path: Path, case
     opened = _open_in_child(data)
     assert opened.returncode == 1, (case, opened.returncode, opened.stdout, opened.stderr)
     last = opened.stderr.strip().splitlines()[-1]
-    # ValueError, or the storage's CorruptionError for a record that fails its CRC
-    assert last.startswith(("ValueError:", "pykvs.raft.storage.Corrupt")), last
+    # ValueError, or the storage's StorageError (a record that fails its CRC, a format)
+    assert last.startswith(("ValueError:", "pykvs.raft.storage.")), last
     assert names in last, last
     assert {p: p.read_bytes() for p in files} == files  # refused before writing anything
 
