@@ -299,6 +299,8 @@ CORRUPTIONS: list[tuple[str, Callable[[Path], None], str]] = [
     ("data.mdb meta bits", _flip("raft/data.mdb", 4096 + 16), "data.mdb"),
     ("data.mdb value bits", _flip_values, "data.mdb"),
     ("raft store of a newer format", _newer_storage_format, "format 2"),
+    ("data.mdb missing", lambda d: (d / "raft" / "data.mdb").unlink(), "data.mdb is missing"),
+    ("raft directory missing", lambda d: shutil.rmtree(d / "raft"), "data.mdb is missing"),
 ]
 
 

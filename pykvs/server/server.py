@@ -220,6 +220,12 @@ class Server:
         data_dir.mkdir(parents=True, exist_ok=True)
         meta = self._read_meta(data_dir)  # before anything is opened: refuse another's dir
         port = self._port_to_use(meta)
+        if meta and not (data_dir / "raft" / "data.mdb").exists():
+            # server.json is written after the store is created: the store was lost, and a
+            # new empty one would serve (or bootstrap) an empty state in place of the data
+            raise ValueError(f"{data_dir / 'raft' / 'data.mdb'} is missing but "
+                             f"{data_dir / _META_FILE} says this directory was in use; restore "
+                             f"it, or remove {_META_FILE} to start this server afresh")
         check_lmdb_file(data_dir / "raft" / "data.mdb")
         try:
             self.storage = LMDBStorage(data_dir / "raft")
