@@ -10,27 +10,19 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_cli_consul import AgentProcess, pykvs
+from test_cli_consul import AgentProcess, cli_runner, running_agent
 
 
 @pytest.fixture(scope="module")
 def agent(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AgentProcess]:
-    started = AgentProcess(tmp_path_factory.mktemp("acl-cli"), "ac1", "--acl-enabled",
-                           "--acl-default-policy", "deny")
-    try:
-        started.wait_leader()
-        yield started
-    finally:
-        started.stop()
+    yield from running_agent(tmp_path_factory.mktemp("acl-cli"), "ac1", "--acl-enabled",
+                             "--acl-default-policy", "deny")
 
 
 @pytest.fixture
 def run(agent: AgentProcess, capsys: pytest.CaptureFixture[str],
         monkeypatch: pytest.MonkeyPatch) -> Any:
-    monkeypatch.setenv("PYKVS_HTTP_ADDR", agent.http)
-    monkeypatch.delenv("CONSUL_HTTP_ADDR", raising=False)
-    monkeypatch.delenv("CONSUL_HTTP_TOKEN", raising=False)
-    return lambda *argv: pykvs(capsys, *argv)
+    return cli_runner(agent, capsys, monkeypatch)
 
 
 def test_acl_commands_end_to_end(run: Any, tmp_path: Path) -> None:

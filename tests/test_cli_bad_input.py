@@ -17,27 +17,20 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_cli_consul import AgentProcess, pykvs
+from test_cli_consul import AgentProcess, cli_runner, running_agent
 
 import pykvs as pykvs_package
 
 
 @pytest.fixture(scope="module")
 def agent(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AgentProcess]:
-    started = AgentProcess(tmp_path_factory.mktemp("cli-bad"), "bad-input")
-    try:
-        started.wait_leader()
-        yield started
-    finally:
-        started.stop()
+    yield from running_agent(tmp_path_factory.mktemp("cli-bad"), "bad-input")
 
 
 @pytest.fixture
 def run(agent: AgentProcess, capsys: pytest.CaptureFixture[str],
         monkeypatch: pytest.MonkeyPatch) -> Any:
-    monkeypatch.setenv("PYKVS_HTTP_ADDR", agent.http)
-    monkeypatch.delenv("CONSUL_HTTP_ADDR", raising=False)
-    return lambda *argv: pykvs(capsys, *argv)
+    return cli_runner(agent, capsys, monkeypatch)
 
 
 def _everything(agent: AgentProcess) -> Any:

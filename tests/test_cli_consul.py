@@ -101,12 +101,30 @@ def pykvs(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str
     return code, out, err
 
 
+def cli_runner(agent: AgentProcess, capsys: pytest.CaptureFixture[str],
+               monkeypatch: pytest.MonkeyPatch) -> Any:
+    """``run(*argv)``: the CLI in this process against ``agent``, with no address or token
+    taken from the environment the tests run in."""
+    monkeypatch.setenv("PYKVS_HTTP_ADDR", agent.http)
+    monkeypatch.delenv("CONSUL_HTTP_ADDR", raising=False)
+    monkeypatch.delenv("CONSUL_HTTP_TOKEN", raising=False)
+    return lambda *argv: pykvs(capsys, *argv)
+
+
+def running_agent(root: Path, name: str, *flags: str) -> Iterator[AgentProcess]:
+    """Body of a fixture: one agent with a leader for the fixture's scope, always stopped."""
+    started = AgentProcess(root, name, *flags)
+    try:
+        started.wait_leader()
+        yield started
+    finally:
+        started.stop()
+
+
 @pytest.fixture
 def run(agents: list[AgentProcess], capsys: pytest.CaptureFixture[str],
         monkeypatch: pytest.MonkeyPatch) -> Any:
-    monkeypatch.setenv("PYKVS_HTTP_ADDR", agents[0].http)
-    monkeypatch.delenv("CONSUL_HTTP_ADDR", raising=False)
-    return lambda *argv: pykvs(capsys, *argv)
+    return cli_runner(agents[0], capsys, monkeypatch)
 
 
 def test_kv_put_get_delete(run: Any, agents: list[AgentProcess], tmp_path: Path,

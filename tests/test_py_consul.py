@@ -14,7 +14,7 @@ import pytest
 consul = pytest.importorskip("consul")
 consul_errors = pytest.importorskip("consul.exceptions")
 
-from test_cli_consul import AgentProcess  # noqa: E402  (after the skip checks)
+from test_cli_consul import AgentProcess, running_agent  # noqa: E402  (after the skip checks)
 
 
 def client(agent: AgentProcess) -> consul.Consul:
@@ -23,12 +23,7 @@ def client(agent: AgentProcess) -> consul.Consul:
 
 @pytest.fixture(scope="module")
 def agent(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AgentProcess]:
-    started = AgentProcess(tmp_path_factory.mktemp("py-consul"), "pc1")
-    try:
-        started.wait_leader()
-        yield started
-    finally:
-        started.stop()
+    yield from running_agent(tmp_path_factory.mktemp("py-consul"), "pc1")
 
 
 def test_kv_put_get_delete_with_every_option(agent: AgentProcess) -> None:
