@@ -60,6 +60,19 @@ class Cluster:
         self.nodes.append(node)
         return node
 
+    async def start_three(self) -> tuple[Node, list[Node]]:
+        """s1 bootstraps, s2 and s3 join it; once all three see 3 voters and a leader, returns
+        (leader, followers)."""
+        first = await self.start("s1")
+        await first.server.wait_leader(15)
+        for name in ("s2", "s3"):
+            await self.start(name, join=[first.server.address])
+        servers = [n.server for n in self.nodes]
+        await until(lambda: all(s.node is not None and len(s.node.configuration().voters) == 3
+                                and s.leader_address() for s in servers), "3 voters")
+        leader = next(n for n in self.nodes if n.server.node.is_leader())
+        return leader, [n for n in self.nodes if n is not leader]
+
     async def close(self) -> None:
         await self.session.close()
         for node in self.nodes:
@@ -253,15 +266,7 @@ READS: list[tuple[str, dict[str, Any]]] = [
 
 def test_follower_answers_what_the_leader_answers(tmp_path: Path) -> None:
     async def body(cluster: Cluster) -> None:
-        first = await cluster.start("s1")
-        await first.server.wait_leader(15)
-        for name in ("s2", "s3"):
-            await cluster.start(name, join=[first.server.address])
-        servers = [n.server for n in cluster.nodes]
-        await until(lambda: all(s.node is not None and len(s.node.configuration().voters) == 3
-                                and s.leader_address() for s in servers), "3 voters")
-        leader = next(n for n in cluster.nodes if n.server.node.is_leader())
-        followers = [n for n in cluster.nodes if n is not leader]
+        leader, followers = await cluster.start_three()
 
         # writes through a follower are forwarded to the leader
         writer = followers[0]

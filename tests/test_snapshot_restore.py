@@ -33,15 +33,7 @@ def state_of(archive: bytes) -> bytes:
 
 def test_restore_brings_back_every_table_on_every_server(tmp_path: Path) -> None:
     async def body(cluster: Cluster) -> None:
-        first = await cluster.start("s1")
-        await first.server.wait_leader(15)
-        for name in ("s2", "s3"):
-            await cluster.start(name, join=[first.server.address])
-        servers = [n.server for n in cluster.nodes]
-        await until(lambda: all(s.node is not None and len(s.node.configuration().voters) == 3
-                                and s.leader_address() for s in servers), "3 voters")
-        leader = next(n for n in cluster.nodes if n.server.node.is_leader())
-        s2, s3 = [n for n in cluster.nodes if n is not leader]
+        leader, (s2, s3) = await cluster.start_three()
 
         assert await s2.json("PUT", "/v1/kv/app/a", b"alpha", flags=7) is True
         assert await s2.json("PUT", "/v1/kv/app/gone", b"x") is True
