@@ -13,7 +13,7 @@ from pykvs.cli_consul import (
     CommandError,
     _command,
     _flag,
-    _GoFlagParser,
+    _group,
     _positional,
     client_from,
 )
@@ -227,24 +227,15 @@ def _token_pick_flags(p: argparse.ArgumentParser) -> None:
 
 def register(subparsers: Any) -> None:
     """Add ``acl`` to the ``pykvs`` command's subparsers."""
-    acl = subparsers.add_parser("acl", help="pykvs acl bootstrap|policy|token")
-    acl_sub = acl.add_subparsers(dest="acl_command", metavar="SUBCOMMAND",
-                                 parser_class=_GoFlagParser)
-    acl_sub.required = True
+    acl_sub = _group(subparsers, "acl", "pykvs acl bootstrap|policy|token")
     _command(acl_sub, "bootstrap", acl_bootstrap, "Bootstrap Consul's ACL system",
              _format_flag)
-    policy = acl_sub.add_parser("policy", help="create|list|read|delete")
-    policy_sub = policy.add_subparsers(dest="policy_command", metavar="SUBCOMMAND",
-                                       parser_class=_GoFlagParser)
-    policy_sub.required = True
+    policy_sub = _group(acl_sub, "policy", "create|list|read|delete")
     _command(policy_sub, "create", policy_create, "Create an ACL policy", _policy_create_flags)
     _command(policy_sub, "list", policy_list, "List ACL policies", _format_flag)
     _command(policy_sub, "read", policy_read, "Read an ACL policy", _policy_pick_flags)
     _command(policy_sub, "delete", policy_delete, "Delete an ACL policy", _policy_pick_flags)
-    token = acl_sub.add_parser("token", help="create|list|read|delete")
-    token_sub = token.add_subparsers(dest="token_command", metavar="SUBCOMMAND",
-                                     parser_class=_GoFlagParser)
-    token_sub.required = True
+    token_sub = _group(acl_sub, "token", "create|list|read|delete")
     _command(token_sub, "create", token_create, "Create an ACL token", _token_create_flags)
     _command(token_sub, "list", token_list, "List ACL tokens", _format_flag)
     _command(token_sub, "read", token_read, "Read an ACL token", _token_pick_flags)

@@ -620,26 +620,28 @@ def _transfer_flags(p: argparse.ArgumentParser) -> None:
     _flag(p, "id", default="", help="ID of the voter to hand leadership to (default: any)")
 
 
+def _group(subparsers: Any, name: str, help: str, *, go_flags: bool = True) -> Any:
+    """``pykvs ... NAME SUBCOMMAND``: the parser of NAME's subcommands (one is required; their
+    flags are Go-style unless ``go_flags`` is False)."""
+    parser = subparsers.add_parser(name, help=help)
+    options: dict[str, Any] = {"parser_class": _GoFlagParser} if go_flags else {}
+    group = parser.add_subparsers(dest=f"{name}_command", metavar="SUBCOMMAND", **options)
+    group.required = True
+    return group
+
+
 def register(subparsers: Any) -> None:
     """Add ``kv``, ``operator`` and ``snapshot`` to the ``pykvs`` command's subparsers; each
     leaf sets ``run(namespace) -> exit code`` as its default."""
-    kv = subparsers.add_parser("kv", help="pykvs kv get|put|delete|export|import")
-    kv_sub = kv.add_subparsers(dest="kv_command", metavar="SUBCOMMAND",
-                               parser_class=_GoFlagParser)
-    kv_sub.required = True
+    kv_sub = _group(subparsers, "kv", "pykvs kv get|put|delete|export|import")
     _command(kv_sub, "get", kv_get, "Retrieves or lists data from the KV store", _kv_get_flags)
     _command(kv_sub, "put", kv_put, "Sets or updates data in the KV store", _kv_put_flags)
     _command(kv_sub, "delete", kv_delete, "Removes data from the KV store", _kv_delete_flags)
     _command(kv_sub, "export", kv_export, "Exports a tree from the KV store as JSON")
     _command(kv_sub, "import", kv_import, "Imports a tree stored as JSON to the KV store")
 
-    operator = subparsers.add_parser("operator", help="pykvs operator raft ...")
-    operator_sub = operator.add_subparsers(dest="operator_command", metavar="SUBCOMMAND")
-    operator_sub.required = True
-    raft = operator_sub.add_parser("raft", help="list-peers|remove-peer|transfer-leader")
-    raft_sub = raft.add_subparsers(dest="raft_command", metavar="SUBCOMMAND",
-                                   parser_class=_GoFlagParser)
-    raft_sub.required = True
+    operator_sub = _group(subparsers, "operator", "pykvs operator raft ...", go_flags=False)
+    raft_sub = _group(operator_sub, "raft", "list-peers|remove-peer|transfer-leader")
     _command(raft_sub, "list-peers", raft_list_peers, "Display the current Raft peer "
              "configuration")
     _command(raft_sub, "remove-peer", raft_remove_peer, "Remove a server from the Raft "
@@ -647,10 +649,7 @@ def register(subparsers: Any) -> None:
     _command(raft_sub, "transfer-leader", raft_transfer_leader, "Transfer Raft leadership to "
              "another server", _transfer_flags)
 
-    snapshot = subparsers.add_parser("snapshot", help="pykvs snapshot save|restore|inspect")
-    snapshot_sub = snapshot.add_subparsers(dest="snapshot_command", metavar="SUBCOMMAND",
-                                           parser_class=_GoFlagParser)
-    snapshot_sub.required = True
+    snapshot_sub = _group(subparsers, "snapshot", "pykvs snapshot save|restore|inspect")
     _command(snapshot_sub, "save", snapshot_save, "Saves snapshot of the servers' state")
     _command(snapshot_sub, "restore", snapshot_restore, "Restores snapshot of the servers' "
              "state")
