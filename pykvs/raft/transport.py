@@ -139,10 +139,6 @@ class _Link:
         self.eof = False
         self.connected = False
         self.closed = False  # the link was retired (peer removed, transport closed)
-        # Set by stop(). Cancellation alone is not enough: on Python 3.11 asyncio.wait_for can
-        # swallow a cancel that lands as its inner await completes (the drain or dial here),
-        # and the loop would then wait for work forever. The loops check this flag as well.
-        self.stopping = False
         self.stats = {"sent": 0, "dropped": 0, "connects": 0, "dial_failures": 0}
         self.task = asyncio.get_running_loop().create_task(
             self._run(), name=f"raft-link {transport.local_id}->{peer} {lane}")
@@ -167,8 +163,6 @@ class _Link:
 
     def stop(self) -> None:
         """Retire the link: its task ends and queued messages are dropped."""
-        self.stopping = True
-        self.wakeup.set()
         self.task.cancel()
 
     async def _run(self) -> None:
@@ -182,7 +176,7 @@ class _Link:
         t = self.transport
         loop = asyncio.get_running_loop()
         backoff = t.backoff_min
-        while not self.stopping:
+        while True:
             address = t.peers.get(self.peer)
             up_since: float | None = None
             if address is not None:
@@ -198,16 +192,13 @@ class _Link:
                     up_since = loop.time()
                     self.stats["connects"] += 1
                     try:
-                        if not self.stopping:
-                            await self._pump(reader, writer)
+                        await self._pump(reader, writer)
                     except (TimeoutError, OSError, ConnectionError) as exc:
                         log.info("%s: %s connection to %s lost: %r", t.local_id, self.lane,
                                  self.peer, exc)
                     finally:
                         self.connected = False
                         await _close_writer(writer)
-            if self.stopping:
-                return
             if up_since is not None and loop.time() - up_since >= t.backoff_max:
                 backoff = t.backoff_min  # it was up for a while: start the back-off over
             await asyncio.sleep(backoff * (0.5 + t.rng.random() / 2))
@@ -229,7 +220,7 @@ class _Link:
         watcher = asyncio.get_running_loop().create_task(self._watch_eof(reader))
         self.connected = True
         try:
-            while not self.stopping:
+            while True:
                 if self.eof:
                     raise ConnectionResetError(f"{self.peer} closed the connection")
                 if not self.queue:
