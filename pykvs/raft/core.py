@@ -144,10 +144,6 @@ def apply_config_change(conf: Configuration, change: ConfigChange) -> Configurat
     return Configuration(voters, learners)
 
 
-def _payload_bytes(entries: list[Entry]) -> int:
-    return sum(len(e.data) for e in entries)
-
-
 @dataclass
 class _ReadRequest:
     context: bytes

@@ -645,9 +645,6 @@ class LMDBLogStore:
         """Drop entries ``<= upto`` (covered by the snapshot ``meta``), durably."""
         self._env.run_sync(self._compact_job(upto, meta))
 
-    def compact_async(self, upto: int, meta: SnapshotMeta) -> asyncio.Future[None]:
-        return self._env.run_async(self._compact_job(upto, meta))
-
     def put_fact(self, name: str, value: Any) -> None:
         """Durably store a small msgpack-able ``value`` under ``name`` in the stable store."""
         key = _K_FACT + name.encode()

@@ -81,7 +81,3 @@ class PerClientCounter:
 
 def too_many_connections(kind: str, limit: int) -> str:
     return f"Too many {kind} connections: the limit is {limit}; try again later"
-
-
-def frame_too_large(length: int, limit: int) -> str:
-    return f"rpc: frame of {length} bytes is over the limit of {limit} bytes"

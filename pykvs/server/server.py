@@ -683,13 +683,6 @@ class Server:
             max_query_time=self.config.max_query_time,
         )
 
-    def add_endpoint(self, name: str, endpoint: Callable[[dict[str, Any]], Awaitable[Any]]) -> None:
-        """Serve one more RPC method, retried like the others (the HTTP layer's
-        Snapshot.Restore, so a follower can forward a restore to the leader)."""
-        handler = self._retrying(endpoint)
-        self.handlers[name] = handler
-        self.rpc.handlers[name] = handler
-
     def query_meta(self, index: int) -> dict[str, Any]:
         node = self.node
         known_leader = node is not None and node.leader() is not None

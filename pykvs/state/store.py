@@ -16,7 +16,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from pykvs import radix, transcode
@@ -144,11 +144,6 @@ class StateSnapshot:
         index, packed = self.kv_list_packed(prefix, ws)
         return index, transcode.render_kv_json(packed)
 
-    def kv_list_msgpack(self, prefix: bytes | str, ws: WatchSet | None = None) -> tuple[int, bytes]:
-        """``(index, msgpack [[key, entry], ...])`` for an RPC reply, from the stored bytes."""
-        index, packed = self.kv_list_packed(prefix, ws)
-        return index, transcode.pack_kv_listing_msgpack(packed)
-
     def kv_list(
         self, prefix: bytes | str, ws: WatchSet | None = None
     ) -> tuple[int, list[DirEntry]]:
@@ -250,10 +245,6 @@ class StateStore:
         self._version = version
         self.lock_delays = lock_delays
         self.notifier.fire_all()
-
-    def with_index(self, index: int) -> None:
-        """Record that ``index`` was applied without changing any table."""
-        self._version = replace(self._version, index=index)
 
     def kv_lock_delay(self, key: bytes | str) -> int:
         """When ``key``'s lock-delay ends (ns, the leader's clock); 0 when it has none."""
