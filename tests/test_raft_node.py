@@ -263,6 +263,45 @@ def test_automatic_snapshot_compacts_the_log(tmp_path: Path) -> None:
     scenario(tmp_path, body, snapshot_threshold=50, trailing_entries=10)
 
 
+def test_automatic_snapshot_by_payload_bytes_bounds_what_a_restart_replays(
+        tmp_path: Path) -> None:
+    """Few large entries (a 64-op transaction is one entry of ~8 KiB) pass
+    ``snapshot_threshold_bytes`` long before ``snapshot_threshold`` entries: the node
+    snapshots anyway, so a restart replays at most about that many bytes of log."""
+    value = b"v" * 4096
+    threshold = 64 * 1024
+
+    async def body(c: Cluster) -> None:
+        await c.found(1)
+        n1 = c.servers["n1"]
+        assert n1.node is not None
+        for i in range(48):
+            await n1.node.apply(kv_command("set", b"k%d" % i, value))
+        node = n1.node
+        await until(lambda: node.stats()["snapshots_taken"] >= 2, "snapshots by payload size")
+        await until(lambda: node._snapshot_task is None, "the snapshot in flight to finish")
+        await n1.stop()
+        await n1.start()
+        restarted = n1.node
+        assert restarted is not None
+        await until(restarted.is_leader, "n1 to lead again")
+        await restarted.barrier()
+        stats = restarted.stats()
+        assert stats["snapshot_index"] > 0
+        # Replayed: the entries after the snapshot (each > 4 KiB) plus the new term's no-op.
+        replayed = stats["applied_index"] - stats["snapshot_index"]
+        assert replayed <= threshold // len(value) + 2, stats
+        assert all(n1.value(b"k%d" % i) == value for i in range(48))
+
+    scenario(tmp_path, body, snapshot_threshold=100_000, snapshot_threshold_bytes=threshold)
+
+
+def test_node_config_refuses_a_snapshot_threshold_below_one() -> None:
+    for field in ("snapshot_threshold", "snapshot_threshold_bytes"):
+        with pytest.raises(ValueError, match=f"{field} must be at least 1, got 0"):
+            NodeConfig("n1", **{field: 0})
+
+
 def test_a_failed_write_stops_the_node(tmp_path: Path) -> None:
     async def body(c: Cluster) -> None:
         await c.found(1)

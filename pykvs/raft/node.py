@@ -35,8 +35,9 @@ replaced by another leader's fails it with ``ProposalDroppedError`` (it was not 
 failed durable write stops the node (``NodeFailedError``): a Raft server must not go on after
 its disk lied.
 
-Snapshots: when ``applied`` passes the last snapshot by ``snapshot_threshold`` (or on
-``snapshot()``), the FSM's O(1) point-in-time copy is streamed into the SnapshotStore from a
+Snapshots: when ``applied`` passes the last snapshot by ``snapshot_threshold`` entries, or the
+entries applied since it carry ``snapshot_threshold_bytes`` of payload (or on ``snapshot()``),
+the FSM's O(1) point-in-time copy is streamed into the SnapshotStore from a
 worker thread, and the log is compacted up to ``trailing_entries`` behind it. A follower that
 needs compacted entries receives the body in chunks on the transport's bulk lane
 (``["snap", "begin"|"chunk"|"end", ...]`` frames; heartbeats never wait behind them); the
@@ -148,6 +149,9 @@ class NodeConfig:
     max_batch_entries: int = 256
     max_batch_bytes: int = 1 << 20
     snapshot_threshold: int = 8192  # applied entries in the log before an automatic snapshot
+    # ... or payload bytes of the entries applied since the last snapshot: bounds what a
+    # restart replays when entries are large (a 64-op transaction is one entry of ~8 KiB).
+    snapshot_threshold_bytes: int = 16 << 20
     trailing_entries: int = 1024  # entries kept behind a snapshot for slow followers
     snapshot_send_timeout: float = 10.0  # seconds a bulk frame may wait for queue room
     read_timeout: float | None = None  # ReadIndex rounds; default: two election timeouts
@@ -162,6 +166,9 @@ class NodeConfig:
         if self.snapshot_threshold < 1:
             raise ValueError(f"snapshot_threshold must be at least 1, got "
                              f"{self.snapshot_threshold}")
+        if self.snapshot_threshold_bytes < 1:
+            raise ValueError(f"snapshot_threshold_bytes must be at least 1, got "
+                             f"{self.snapshot_threshold_bytes}")
         if self.trailing_entries < 0:
             raise ValueError(f"trailing_entries must be >= 0, got {self.trailing_entries}")
 
@@ -278,6 +285,10 @@ class RaftNode:
         self._snapshot_waiters: list[asyncio.Future[SnapshotMeta]] = []
         self._snapshot_task: asyncio.Task[None] | None = None
         self._snapshot_retry_at = 0.0  # after a failed automatic snapshot, wait before retrying
+        # Payload bytes of the entries applied after the newest snapshot (taken or installed),
+        # and of those a snapshot being written covers (given back if it fails).
+        self._bytes_since_snapshot = 0
+        self._bytes_in_snapshot = 0
         self._durable_vote: tuple[int, str | None] = (0, None)
         self._deferred_hard_state: HardState | None = None  # a commit index not yet written
         self._deferred_flush: asyncio.TimerHandle | None = None
@@ -959,6 +970,7 @@ class RaftNode:
     def _apply_entries(self, entries: list[Entry]) -> None:
         commands = [(e.index, e.data) for e in entries if e.type is EntryType.NORMAL and e.data]
         results = iter(self._fsm.apply_batch(commands) if commands else ())
+        self._bytes_since_snapshot += sum(len(entry.data) for entry in entries)
         for entry in entries:
             result = None
             if entry.type is EntryType.NORMAL and entry.data:
@@ -990,7 +1002,8 @@ class RaftNode:
         if self._snapshot_task is not None or self._closing:
             return
         applied, base = core.applied_index, self._snapshot_index()
-        automatic = (applied - base >= self.config.snapshot_threshold
+        automatic = ((applied - base >= self.config.snapshot_threshold
+                      or self._bytes_since_snapshot >= self.config.snapshot_threshold_bytes)
                      and time.monotonic() >= self._snapshot_retry_at)
         if not (self._snapshot_waiters or automatic):
             return
@@ -1007,6 +1020,7 @@ class RaftNode:
             return
         meta = core.snapshot_meta(applied)
         image = self._fsm.snapshot(meta.term)  # O(1) point-in-time copy of the state
+        self._bytes_in_snapshot, self._bytes_since_snapshot = self._bytes_since_snapshot, 0
         self._snapshot_task = asyncio.get_running_loop().create_task(
             self._finish_snapshot(meta, image, waiters), name=f"raft-snapshot {self.id}")
 
@@ -1027,6 +1041,7 @@ class RaftNode:
         except Exception as exc:
             log.warning("%s: snapshot at index %d failed: %r", self.id, meta.index, exc)
             self._snapshot_retry_at = time.monotonic() + 10 * self.config.election_timeout
+            self._bytes_since_snapshot += self._bytes_in_snapshot
             for waiter in waiters:
                 if not waiter.done():
                     waiter.set_exception(exc)
@@ -1054,6 +1069,7 @@ class RaftNode:
         """Replace the FSM with the leader's snapshot (its body is already in our store)."""
         self._fsm.restore(_ChunkStream(iter(self._snapshots.open(meta.index))))
         self._applied = meta.index
+        self._bytes_since_snapshot = 0
         self.counters["snapshots_installed"] += 1
         for index in [i for i in self._proposals if i <= meta.index]:
             proposal = self._proposals.pop(index)
