@@ -18,11 +18,11 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 from pykvs import ui
-from pykvs.acl import ACLNotFound, PermissionDenied
 from pykvs.http import acl, kv, operator, session, snapshot, txn
 from pykvs.http import limits as http_limits
-from pykvs.http.common import SERVER_KEY, HTTPError
-from pykvs.server.rpc import RPCError
+from pykvs.http.common import SERVER_KEY
+from pykvs.http.errors import error_reply
+from pykvs.http.front import KEEPALIVE_TIMEOUT, SERVER_SOFTWARE, FastFront
 
 if TYPE_CHECKING:
     from pykvs.server.server import Server
@@ -60,11 +60,8 @@ def _text(status: int, reason: str, headers: dict[str, str] | None = None) -> we
 
 @web.middleware
 async def consul_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Errors as Consul's agent/http.go writes them: a status code and a plain-text reason."""
     try:
         return await handler(request)
-    except HTTPError as exc:
-        return _text(exc.status, exc.reason, exc.headers)
     except web.HTTPMethodNotAllowed as exc:
         allow = ",".join(["OPTIONS", *sorted(exc.allowed_methods)])
         return _text(405, f"method {request.method} not allowed", {"Allow": allow})
@@ -72,15 +69,8 @@ async def consul_errors(request: web.Request, handler: Handler) -> web.StreamRes
         return _text(404, f"Invalid URL path: no endpoint at {request.path!r}")
     except web.HTTPException:
         raise
-    except (PermissionDenied, ACLNotFound) as exc:  # Consul answers both 403
-        return _text(403, str(exc))
-    except RPCError as exc:  # the server's refusal (No cluster leader, lock errors, ...)
-        return _text(*(acl.refusal(exc.message) or (500, exc.message)))
-    except (ValueError, TypeError) as exc:  # bad arguments found by the server's endpoints
-        return _text(400, str(exc))
     except Exception as exc:
-        log.exception("http: %s %s failed", request.method, request.path_qs)
-        return _text(500, f"internal error: {exc!r}")
+        return error_reply(exc, request.method, request.path_qs).response()
 
 
 def make_app(server: Server) -> web.Application:
@@ -97,38 +87,61 @@ def make_app(server: Server) -> web.Application:
 
 class HTTPServer:
     """A running HTTP API: ``address`` is "host:port" (``https_address`` too when HTTPS is
-    served); ``await close()`` stops it."""
+    served); ``await close()`` stops it. ``front`` is the fast KV front, if one is used."""
 
-    def __init__(self, runner: web.AppRunner, address: str, https_address: str = "") -> None:
+    def __init__(self, runner: web.AppRunner, front: FastFront | None, address: str,
+                 https_address: str = "") -> None:
         self.runner = runner
+        self.front = front
         self.address = address
         self.https_address = https_address
 
     async def close(self) -> None:
+        if self.front is not None:
+            await self.front.close()
         await self.runner.cleanup()
 
 
+async def _server_header(_request: web.Request, response: web.StreamResponse) -> None:
+    response.headers["Server"] = SERVER_SOFTWARE  # as the fast front's replies
+
+
 async def start(server: Server, host: str = "127.0.0.1", port: int = 8500, *,
-                https_port: int | None = None, ssl_context: ssl.SSLContext | None = None
-                ) -> HTTPServer:
+                https_port: int | None = None, ssl_context: ssl.SSLContext | None = None,
+                fast_front: bool = True) -> HTTPServer:
     """Serve the HTTP API of ``server`` on ``host:port`` (0 picks a free port), and over
-    HTTPS with ``ssl_context`` on ``host:https_port`` when that is given."""
+    HTTPS with ``ssl_context`` on ``host:https_port`` when that is given.
+
+    Plain HTTP connections go through the fast front (pykvs.http.front), which serves the
+    common KV requests itself and hands every other connection to aiohttp; with
+    ``fast_front=False`` (and for HTTPS) aiohttp serves everything."""
     if https_port is not None and ssl_context is None:
         raise ValueError("https_port needs an ssl_context (a TLS certificate and key)")
+    app = make_app(server)
+    app.on_response_prepare.append(_server_header)
     # Blocking queries may be waiting: do not let them hold the agent's shutdown.
-    runner = web.AppRunner(make_app(server), access_log=None, handle_signals=False,
-                           shutdown_timeout=0.5)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=0.5,
+                           keepalive_timeout=KEEPALIVE_TIMEOUT)
     await runner.setup()
     assert runner.server is not None
-    runner.app[http_limits.CONNECTIONS_KEY].server = runner.server
-    sites = [web.TCPSite(runner, host, port)]
+    front = FastFront(server, runner.server) if fast_front else None
+    runner.app[http_limits.CONNECTIONS_KEY].watch(runner.server, front)
+    sites = [] if front is not None else [web.TCPSite(runner, host, port)]
     if https_port is not None:
         sites.append(web.TCPSite(runner, host, https_port, ssl_context=ssl_context))
     try:
+        address = ""
+        if front is not None:
+            bound = (await front.listen(host, port)).sockets[0].getsockname()
+            address = f"{bound[0]}:{bound[1]}"
         for site in sites:
             await site.start()
     except BaseException:
         await runner.cleanup()
+        if front is not None:
+            await front.close()
         raise
-    bound = [f"{a[0]}:{a[1]}" for a in runner.addresses]
-    return HTTPServer(runner, bound[0], bound[1] if https_port is not None else "")
+    bound_sites = [f"{a[0]}:{a[1]}" for a in runner.addresses]
+    if front is None:
+        address = bound_sites.pop(0)
+    return HTTPServer(runner, front, address, bound_sites[0] if https_port is not None else "")

@@ -57,8 +57,13 @@ def parse_uint(text: str) -> int:
 
 def uint_param(request: web.Request, name: str) -> int:
     """An unsigned integer query parameter; a bad one is a 400 naming the parameter."""
+    return uint_in(request.query, name)
+
+
+def uint_in(query: Mapping[str, str], name: str) -> int:
+    """``uint_param`` of a parsed query string."""
     try:
-        return parse_uint(request.query.get(name, ""))
+        return parse_uint(query.get(name, ""))
     except ValueError as exc:
         raise HTTPError(400, f"Invalid {name}: {exc}") from None
 
@@ -68,15 +73,21 @@ def datacenter(request: web.Request) -> str:
 
 
 def token_of(request: web.Request) -> str:
+    return token_in(request.query, request.headers)
+
+
+def token_in(query: Mapping[str, str], headers: Mapping[str, str]) -> str:
     """Consul's parseToken: ``?token=``, else ``X-Consul-Token``, else ``Authorization:
-    Bearer``; "" when the request names none (the anonymous token)."""
-    token = request.query.get("token", "")
+    Bearer``; "" when the request names none (the anonymous token). ``headers`` is
+    looked up by lower-case name (aiohttp's headers ignore case; the fast front's are
+    lower-cased)."""
+    token = query.get("token", "")
     if token:
         return token
-    token = request.headers.get("X-Consul-Token", "")
+    token = headers.get("x-consul-token", "")
     if token:
         return token
-    parts = request.headers.get("Authorization", "").split(" ")
+    parts = headers.get("authorization", "").split(" ")
     if len(parts) == 2 and parts[0].lower() == "bearer":
         return parts[1].strip()
     return ""
@@ -84,8 +95,12 @@ def token_of(request: web.Request) -> str:
 
 def write_args(request: web.Request) -> dict[str, Any]:
     """Datacenter and the request's token (``Token``, the secret), in RPC argument form."""
-    args: dict[str, Any] = {"Datacenter": datacenter(request)}
-    token = token_of(request)
+    return write_args_of(server_of(request), request.query, token_of(request))
+
+
+def write_args_of(server: Server, query: Mapping[str, str], token: str) -> dict[str, Any]:
+    """``write_args`` of a parsed request."""
+    args: dict[str, Any] = {"Datacenter": query.get("dc") or server.config.datacenter}
     if token:
         args["Token"] = token
     return args
@@ -93,8 +108,12 @@ def write_args(request: web.Request) -> dict[str, Any]:
 
 def query_args(request: web.Request) -> dict[str, Any]:
     """Consul's parse(): Datacenter, the token and QueryOptions, in RPC argument form."""
-    query = request.query
-    args = write_args(request)
+    return query_args_of(server_of(request), request.query, token_of(request))
+
+
+def query_args_of(server: Server, query: Mapping[str, str], token: str) -> dict[str, Any]:
+    """``query_args`` of a parsed request."""
+    args = write_args_of(server, query, token)
     wait = query.get("wait", "")
     if wait:
         try:
@@ -132,12 +151,46 @@ def meta_headers(meta: Mapping[str, Any]) -> dict[str, str]:
 def json_response(body: Any, status: int = 200, headers: Mapping[str, str] | None = None
                   ) -> web.Response:
     """``body`` as JSON (bytes are sent as they are: already rendered)."""
+    return json_reply(body, status, headers).response()
+
+
+def json_reply(body: Any, status: int = 200, headers: Mapping[str, str] | None = None
+               ) -> Reply:
+    """``json_response`` as a Reply."""
     if body is True or body is False:  # the answer of every write verb: skip the encoder
         data = b"true" if body else b"false"
     else:
         data = body if isinstance(body, bytes) else dump_json(body)
-    return web.Response(body=data, status=status, headers=headers,
-                        content_type="application/json")
+    return Reply(status, data, JSON, headers)
+
+
+JSON = "application/json"
+TEXT = "text/plain; charset=utf-8"
+
+
+class Reply:
+    """An answer, whichever front sends it: aiohttp (``response()``) or the fast KV front
+    (pykvs.http.front renders the same status line and headers itself)."""
+
+    __slots__ = ("body", "content_type", "headers", "status")
+
+    def __init__(self, status: int, body: bytes = b"", content_type: str = "",
+                 headers: Mapping[str, str] | None = None) -> None:
+        self.status = status
+        self.body = body
+        self.content_type = content_type  # "" sends no Content-Type (an empty 404)
+        self.headers = headers
+
+    def response(self) -> web.Response:
+        response = web.Response(status=self.status, body=self.body or None,
+                                headers=self.headers)
+        if self.content_type:
+            response.headers["Content-Type"] = self.content_type
+        return response
+
+
+def text_reply(status: int, reason: str, headers: Mapping[str, str] | None = None) -> Reply:
+    return Reply(status, reason.encode(), TEXT, headers)
 
 
 def dump_json(obj: Any) -> bytes:

@@ -9,6 +9,7 @@ follower answers byte for byte what the leader does. Writes go through ``KVS.App
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
@@ -17,14 +18,17 @@ from aiohttp import web
 from pykvs import transcode
 from pykvs.acl import filter_packed
 from pykvs.http.common import (
+    JSON,
     HTTPError,
-    json_response,
+    Reply,
+    json_reply,
     meta_headers,
-    query_args,
+    query_args_of,
     read_body,
     server_of,
-    uint_param,
-    write_args,
+    token_of,
+    uint_in,
+    write_args_of,
 )
 from pykvs.server.endpoints import list_keys
 from pykvs.state.entry import encode_entry
@@ -35,24 +39,50 @@ if TYPE_CHECKING:
     from pykvs.state.store import StateSnapshot
     from pykvs.state.watch import WatchSet
 
+BodyReader = Callable[[int], Awaitable[bytes | None]]
+
 KV_MAX_VALUE_SIZE_DOC = (
     "https://developer.hashicorp.com/docs/agent/config/config-files#kv_max_value_size"
 )
 
 
-def _key(request: web.Request) -> str:
-    return request.match_info.get("key", "")
+class KVRequest:
+    """A ``/v1/kv/<key>`` request as the endpoint reads it, from aiohttp (``kv_endpoint``)
+    or from the fast front (pykvs.http.front), which share everything below."""
+
+    __slots__ = ("content_length", "key", "method", "query", "read", "server", "token")
+
+    def __init__(self, server: Server, method: str, key: str, query: Mapping[str, str],
+                 token: str, content_length: int | None, read: BodyReader) -> None:
+        self.server = server
+        self.method = method
+        self.key = key
+        self.query = query
+        self.token = token
+        self.content_length = content_length
+        self.read = read  # the body, or None past ``limit`` bytes (read no further)
 
 
-def _conflicting(request: web.Request, *names: str) -> None:
+def _conflicting(query: Mapping[str, str], *names: str) -> None:
     """Consul's conflictingFlags: at most one of ``names`` may be given."""
-    query = request.query
     if len(query) > 1 and sum(name in query for name in names) > 1:
         encoded = urlencode(sorted(query.items()))
         raise HTTPError(400, f"Conflicting flags: {encoded}\n")
 
 
 async def kv_endpoint(request: web.Request) -> web.StreamResponse:
+    """The aiohttp route of ``/v1/kv/{key}``."""
+
+    async def read(limit: int) -> bytes | None:
+        return await read_body(request, limit)
+
+    kv_request = KVRequest(server_of(request), request.method,
+                           request.match_info.get("key", ""), request.query,
+                           token_of(request), request.content_length, read)
+    return (await serve(kv_request)).response()
+
+
+async def serve(request: KVRequest) -> Reply:
     if request.method == "GET":
         if "keys" in request.query:
             return await _get_keys(request)
@@ -97,14 +127,14 @@ async def _run_read(server: Server, method: str, args: dict[str, Any], read: Any
     return await server.retrying(attempt)(args)
 
 
-async def _get(request: web.Request) -> web.StreamResponse:
-    server = server_of(request)
-    key = _key(request)
+async def _get(request: KVRequest) -> Reply:
+    server = request.server
+    key = request.key
     recurse = "recurse" in request.query
     if not recurse and not key:
         raise HTTPError(400, "Missing key name")
     raw = "raw" in request.query and not recurse
-    args = query_args(request)
+    args = query_args_of(server, request.query, request.token)
     args["Key"] = encoded = key.encode()
 
     if recurse:
@@ -145,20 +175,20 @@ async def _get(request: web.Request) -> web.StreamResponse:
     meta, body = await _run_read(server, method, args, read, from_reply)
     headers = meta_headers(meta)
     if body is None:
-        return web.Response(status=404, headers=headers)
+        return Reply(404, headers=headers)
     if raw:
         # As Consul: the value as is, and headers that stop a browser running it.
         headers.update({"X-Content-Type-Options": "nosniff", "Content-Security-Policy": "sandbox"})
-        return web.Response(body=body, headers=headers, content_type="text/plain")
-    return json_response(body, headers=headers)
+        return Reply(200, body, "text/plain", headers)
+    return Reply(200, body, JSON, headers)
 
 
-async def _get_keys(request: web.Request) -> web.StreamResponse:
-    server = server_of(request)
-    prefix = _key(request).encode()
+async def _get_keys(request: KVRequest) -> Reply:
+    server = request.server
+    prefix = request.key.encode()
     # Consul's historic spelling "seperator" is accepted too; "separator" wins.
     separator = request.query.get("separator", request.query.get("seperator", "")).encode()
-    args = query_args(request)
+    args = query_args_of(server, request.query, request.token)
     args.update({"Prefix": prefix, "Seperator": separator})
 
     def read(authz: Authorizer, ws: WatchSet, state: StateSnapshot) -> tuple[int, Any]:
@@ -171,13 +201,13 @@ async def _get_keys(request: web.Request) -> web.StreamResponse:
     meta, keys = await _run_read(server, "KVS.ListKeys", args, read, from_reply)
     headers = meta_headers(meta)
     if not keys and prefix:
-        return web.Response(status=404, headers=headers)
-    return json_response(transcode.render_keys_json(keys), headers=headers)
+        return Reply(404, headers=headers)
+    return Reply(200, transcode.render_keys_json(keys), JSON, headers)
 
 
-async def read_value(request: web.Request, limit: int) -> bytes:
+async def read_value(request: KVRequest, limit: int) -> bytes:
     """The request body, refused with Consul's 413 when it is over ``limit``."""
-    body = await read_body(request, limit)
+    body = await request.read(limit)
     if body is None:
         length = request.content_length
         size = f"{length} bytes" if length is not None else f"over {limit} bytes"
@@ -190,19 +220,19 @@ async def _apply(server: Server, args: dict[str, Any]) -> Any:
     return await server.handlers["KVS.Apply"](args)
 
 
-async def _put(request: web.Request) -> web.StreamResponse:
-    server = server_of(request)
-    key = _key(request)
+async def _put(request: KVRequest) -> Reply:
+    server = request.server
+    key = request.key
     if not key:
         raise HTTPError(400, "Missing key name")
-    _conflicting(request, "cas", "acquire", "release")
     query = request.query
+    _conflicting(query, "cas", "acquire", "release")
     op = "set"
     entry: dict[str, Any] = {"Key": key.encode(), "Flags": 0}
     if "flags" in query:
-        entry["Flags"] = uint_param(request, "flags")
+        entry["Flags"] = uint_in(query, "flags")
     if "cas" in query:
-        op, entry["ModifyIndex"] = "cas", uint_param(request, "cas")
+        op, entry["ModifyIndex"] = "cas", uint_in(query, "cas")
     if "acquire" in query:
         op, entry["Session"] = "lock", query["acquire"]
     if "release" in query:
@@ -211,16 +241,18 @@ async def _put(request: web.Request) -> web.StreamResponse:
         raise HTTPError(400, f"Missing session: ?{'acquire' if op == 'lock' else 'release'}= "
                              f"needs a session ID")
     entry["Value"] = await read_value(request, server.config.max_value_size)
-    args = {**write_args(request), "Op": op, "DirEnt": entry}
+    args = write_args_of(server, query, request.token)
+    args["Op"] = op
+    args["DirEnt"] = entry
     result = await _apply(server, args)
-    return json_response(True if op == "set" else bool(result))
+    return json_reply(True if op == "set" else bool(result))
 
 
-async def _delete(request: web.Request) -> web.StreamResponse:
-    server = server_of(request)
-    key = _key(request)
-    _conflicting(request, "recurse", "cas")
+async def _delete(request: KVRequest) -> Reply:
+    server = request.server
+    key = request.key
     query = request.query
+    _conflicting(query, "recurse", "cas")
     op = "delete"
     entry: dict[str, Any] = {"Key": key.encode()}
     if "recurse" in query:
@@ -228,7 +260,9 @@ async def _delete(request: web.Request) -> web.StreamResponse:
     elif not key:
         raise HTTPError(400, "Missing key name")
     if "cas" in query:
-        op, entry["ModifyIndex"] = "delete-cas", uint_param(request, "cas")
-    args = {**write_args(request), "Op": op, "DirEnt": entry}
+        op, entry["ModifyIndex"] = "delete-cas", uint_in(query, "cas")
+    args = write_args_of(server, query, request.token)
+    args["Op"] = op
+    args["DirEnt"] = entry
     result = await _apply(server, args)
-    return json_response(bool(result) if op == "delete-cas" else True)
+    return json_reply(bool(result) if op == "delete-cas" else True)

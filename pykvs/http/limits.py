@@ -12,23 +12,36 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
 from pykvs.http.common import server_of
 from pykvs.server.limits import LimitExceeded, PerClientCounter, too_many_connections
 
+if TYPE_CHECKING:
+    from pykvs.http.front import FastFront
+
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 class OpenConnections:
-    """How many connections the runner's server holds (set once the runner is set up)."""
+    """How many HTTP connections are open: aiohttp's (HTTPS, and those the fast front handed
+    it) and the fast front's (``watch`` is called once both exist)."""
 
     def __init__(self) -> None:
         self.server: web.Server | None = None
+        self.front: FastFront | None = None
+
+    def watch(self, server: web.Server, front: FastFront | None) -> None:
+        self.server = server
+        self.front = front
 
     def __len__(self) -> int:
-        return len(self.server.connections) if self.server is not None else 0
+        count = len(self.server.connections) if self.server is not None else 0
+        if self.front is not None:  # a handed-off connection is in both
+            count += len(self.front.connections) - self.front.handed_off
+        return count
 
 
 CONNECTIONS_KEY: web.AppKey[OpenConnections] = web.AppKey("open_connections", OpenConnections)

@@ -1,0 +1,27 @@
+"""Exceptions of the endpoints as Consul's agent/http.go answers them (both fronts)."""
+
+from __future__ import annotations
+
+import logging
+
+from pykvs.acl import ACLNotFound, PermissionDenied
+from pykvs.http import acl
+from pykvs.http.common import HTTPError, Reply, text_reply
+from pykvs.server.rpc import RPCError
+
+log = logging.getLogger("pykvs.http")
+
+
+def error_reply(exc: Exception, method: str, path_qs: str) -> Reply:
+    """An endpoint's exception as Consul's agent/http.go answers it: a status code and a
+    plain-text reason (both fronts answer errors through this)."""
+    if isinstance(exc, HTTPError):
+        return text_reply(exc.status, exc.reason, exc.headers)
+    if isinstance(exc, PermissionDenied | ACLNotFound):  # Consul answers both 403
+        return text_reply(403, str(exc))
+    if isinstance(exc, RPCError):  # the server's refusal (No cluster leader, lock errors, ...)
+        return text_reply(*(acl.refusal(exc.message) or (500, exc.message)))
+    if isinstance(exc, ValueError | TypeError):  # bad arguments found by the endpoints
+        return text_reply(400, str(exc))
+    log.error("http: %s %s failed", method, path_qs, exc_info=exc)
+    return text_reply(500, f"internal error: {exc!r}")

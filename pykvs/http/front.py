@@ -1,0 +1,374 @@
+"""The fast front of the HTTP API: every plain-HTTP connection starts here.
+
+With 64 KV writes in flight, aiohttp's own request parsing and reply writing took about half
+of the event loop's time (bench/PEERS.md), and the loop is what limits the agent. This protocol
+parses HTTP/1.1 itself and serves the requests a KV client sends most -- ``GET``, ``PUT`` and
+``DELETE`` of ``/v1/kv/<key>`` with a plain key and query, a ``Content-Length`` body -- through
+the same endpoint code as the aiohttp route (``pykvs.http.kv.serve``), writing the same status
+line, headers and body. The first request of any other shape (another path, a blocking query,
+``%``-escapes, a chunked body, ``Expect``, HTTP/1.0, a repeated header or parameter, oversized
+headers or body, too many connections) hands the connection, with every byte read so far, to
+aiohttp's protocol for the rest of its life, so every behaviour outside the fast shapes is
+aiohttp's. One request is served at a time per connection, in order (a pipelining client gets
+its replies in order). tests/test_http_front.py checks that both fronts answer alike.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+from email.utils import formatdate
+from http import HTTPStatus
+from typing import TYPE_CHECKING
+
+from pykvs.http import kv
+from pykvs.http.common import Reply, token_in
+from pykvs.http.errors import error_reply
+
+if TYPE_CHECKING:
+    from aiohttp import web
+
+    from pykvs.server.server import Server
+
+__all__ = ["SERVER_SOFTWARE", "FastFront"]
+
+log = logging.getLogger(__name__)
+
+SERVER_SOFTWARE = "pykvs"
+KEEPALIVE_TIMEOUT = 75.0  # seconds an idle connection is kept (both fronts)
+MAX_HEAD = 8190  # request line plus headers; past this aiohttp answers (431/400)
+_METHODS = frozenset((b"GET", b"PUT", b"DELETE"))
+# A key of these characters means the same to both fronts (no escapes, no "+", no ";").
+_TARGET = re.compile(rb"/v1/kv/([A-Za-z0-9_.~/:@!$'()*,-]*)(?:\?([A-Za-z0-9_.~/:@!$'()*,=&-]*))?")
+_HEADERS_OF_OTHER_SHAPES = frozenset(("transfer-encoding", "expect", "upgrade",
+                                      "content-encoding"))
+
+
+def _status_line(status: int) -> bytes:
+    try:
+        phrase = HTTPStatus(status).phrase
+    except ValueError:
+        phrase = ""
+    return f"HTTP/1.1 {status} {phrase}\r\n".encode()
+
+
+_STATUS_LINES = {status.value: _status_line(status.value) for status in HTTPStatus}
+
+
+class _Date:
+    """The Date header, formatted once a second."""
+
+    def __init__(self) -> None:
+        self.second = -1
+        self.header = b""
+
+    def get(self) -> bytes:
+        now = int(time.time())
+        if now != self.second:
+            self.second = now
+            self.header = f"Date: {formatdate(now, usegmt=True)}\r\n".encode()
+        return self.header
+
+
+_DATE = _Date()
+_SERVER_HEADER = f"Server: {SERVER_SOFTWARE}\r\n".encode()
+
+
+def render(reply: Reply, close: bool) -> bytes:
+    """``reply`` as aiohttp writes it: its headers, Content-Type, Content-Length, Date, Server."""
+    parts = [_STATUS_LINES.get(reply.status) or _status_line(reply.status)]
+    if reply.headers:
+        parts.extend(f"{name}: {value}\r\n".encode() for name, value in reply.headers.items())
+    if reply.content_type:
+        parts.append(f"Content-Type: {reply.content_type}\r\n".encode())
+    parts.append(b"Content-Length: %d\r\n" % len(reply.body))
+    parts.append(_DATE.get())
+    parts.append(_SERVER_HEADER)
+    if close:
+        parts.append(b"Connection: close\r\n")
+    parts.append(b"\r\n")
+    parts.append(reply.body)
+    return b"".join(parts)
+
+
+class _Request:
+    """One parsed fast-shape request."""
+
+    __slots__ = ("body", "close", "headers", "key", "method", "query", "target")
+
+    def __init__(self, method: str, target: str, key: str, query: dict[str, str],
+                 headers: dict[str, str], body: bytes, close: bool) -> None:
+        self.method = method
+        self.target = target
+        self.key = key
+        self.query = query
+        self.headers = headers
+        self.body = body
+        self.close = close
+
+
+_HAND_OFF = object()  # the buffered request is not of a fast shape
+
+
+class FastFront:
+    """The listening side: makes a FrontProtocol per connection and knows them all."""
+
+    def __init__(self, server: Server, aiohttp_protocol: web.Server) -> None:
+        self.server = server
+        self.aiohttp_protocol = aiohttp_protocol  # aiohttp's web.Server: a protocol factory
+        self.connections: set[FrontProtocol] = set()
+        self.handed_off = 0  # connections (still open) now served by aiohttp
+        self.served = 0  # requests answered here (tests and stats read it)
+        self.listener: asyncio.Server | None = None
+        self._sweeper: asyncio.Task[None] | None = None
+
+    def __call__(self) -> FrontProtocol:
+        return FrontProtocol(self)
+
+    async def listen(self, host: str, port: int) -> asyncio.Server:
+        loop = asyncio.get_running_loop()
+        self.listener = await loop.create_server(self, host, port, reuse_address=True)
+        self._sweeper = loop.create_task(self._sweep_idle())
+        return self.listener
+
+    async def _sweep_idle(self) -> None:
+        """Close fast connections idle for KEEPALIVE_TIMEOUT (aiohttp times out its own)."""
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(KEEPALIVE_TIMEOUT / 8)
+            cutoff = loop.time() - KEEPALIVE_TIMEOUT
+            for connection in list(self.connections):
+                connection.close_if_idle_since(cutoff)
+
+    def stop_listening(self) -> None:
+        if self.listener is not None:
+            self.listener.close()
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+
+    async def close(self, grace: float = 0.5) -> None:
+        """Stop the fast connections: requests being served get ``grace`` seconds to
+        answer (as aiohttp's shutdown_timeout), then are cancelled (aiohttp's runner
+        closes the handed-off connections)."""
+        self.stop_listening()
+        busy = {c.busy for c in self.connections if c.inner is None and c.busy is not None}
+        if busy:
+            await asyncio.wait(busy, timeout=grace)
+        tasks = [task for c in list(self.connections) for task in c.close_now()]
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+        if self.listener is not None:
+            await self.listener.wait_closed()
+
+
+class FrontProtocol(asyncio.Protocol):
+    """One HTTP connection: fast-shape requests served here until one is not."""
+
+    def __init__(self, front: FastFront) -> None:
+        self.front = front
+        self.loop = asyncio.get_running_loop()
+        self.transport: asyncio.Transport | None = None
+        self.inner: asyncio.Protocol | None = None  # aiohttp's, once handed off
+        self.buffer = bytearray()
+        self.busy: asyncio.Task[None] | None = None
+        self.eof = False
+        self.write_paused = False
+        self.read_paused = False
+        self.last_active = self.loop.time()
+
+    # ------------------------------------------------------------ asyncio callbacks
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        self.front.connections.add(self)
+
+    def data_received(self, data: bytes) -> None:
+        if self.inner is not None:
+            self.inner.data_received(data)
+            return
+        self.buffer += data
+        self.last_active = self.loop.time()
+        if self.busy is None:
+            self._next()
+        elif len(self.buffer) > 2 * MAX_HEAD + self.front.server.config.limits.http_max_body:
+            self.transport.pause_reading()  # type: ignore[union-attr]
+            self.read_paused = True
+
+    def eof_received(self) -> bool | None:
+        if self.inner is not None:
+            return self.inner.eof_received()
+        self.eof = True
+        if self.busy is None:
+            self._next()
+        return True  # keep the transport: a reply may still be owed
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.front.connections.discard(self)
+        if self.inner is not None:
+            self.front.handed_off -= 1
+            self.inner.connection_lost(exc)
+        # A request being served finishes (a write may be committed); its reply is dropped.
+
+    def pause_writing(self) -> None:
+        if self.inner is not None:
+            self.inner.pause_writing()
+        self.write_paused = True
+
+    def resume_writing(self) -> None:
+        if self.inner is not None:
+            self.inner.resume_writing()
+            return
+        self.write_paused = False
+        if self.busy is None:
+            self._next()
+
+    # ------------------------------------------------------------ serving
+    def close_if_idle_since(self, cutoff: float) -> None:
+        if self.inner is None and self.busy is None and self.last_active < cutoff:
+            assert self.transport is not None
+            self.transport.close()
+
+    def close_now(self) -> list[asyncio.Task[None]]:
+        """Close a fast connection (what is written still goes out); the task still
+        serving it, if any."""
+        if self.inner is not None:
+            return []
+        assert self.transport is not None
+        self.transport.close()
+        return [self.busy] if self.busy is not None else []
+
+    def _next(self) -> None:
+        """Serve the next complete request in the buffer, or hand the connection off."""
+        transport = self.transport
+        assert transport is not None
+        if transport.is_closing() or self.write_paused:
+            return
+        if self.read_paused:
+            transport.resume_reading()
+            self.read_paused = False
+        request = self._parse()
+        if request is None:
+            if self.eof:
+                if self.buffer:  # a partial request, then EOF: aiohttp's answer
+                    self._hand_off()
+                else:
+                    transport.close()
+            return
+        if request is _HAND_OFF:
+            self._hand_off()
+            return
+        assert isinstance(request, _Request)
+        self.busy = self.loop.create_task(self._serve(request))
+
+    def _parse(self) -> _Request | object | None:
+        """The first buffered request if it is of a fast shape (its bytes consumed),
+        ``_HAND_OFF`` if it is not, None while it is incomplete."""
+        buffer = self.buffer
+        end = buffer.find(b"\r\n\r\n")
+        if end < 0:
+            return _HAND_OFF if len(buffer) > MAX_HEAD else None
+        if end > MAX_HEAD:
+            return _HAND_OFF
+        head = bytes(buffer[:end])
+        if not head.isascii():
+            return _HAND_OFF
+        lines = head.split(b"\r\n")
+        request_line = lines[0].split(b" ")
+        if len(request_line) != 3 or request_line[2] != b"HTTP/1.1" \
+                or request_line[0] not in _METHODS:
+            return _HAND_OFF
+        match = _TARGET.fullmatch(request_line[1])
+        if match is None:
+            return _HAND_OFF
+        raw_key, raw_query = match.groups()
+        if b"//" in raw_key or b"/." in raw_key or raw_key.startswith(b"."):
+            return _HAND_OFF  # path normalization is aiohttp's to decide
+        headers: dict[str, str] = {}
+        for line in lines[1:]:
+            name, colon, value = line.partition(b":")
+            if not colon or not name or name != name.strip() or line[:1] in (b" ", b"\t"):
+                return _HAND_OFF
+            lowered = name.decode().lower()
+            if lowered in headers or lowered in _HEADERS_OF_OTHER_SHAPES:
+                return _HAND_OFF
+            headers[lowered] = value.strip(b" \t").decode()
+        length_text = headers.get("content-length", "0")
+        if not length_text.isdigit():
+            return _HAND_OFF
+        length = int(length_text)
+        front = self.front
+        limits = front.server.config.limits
+        open_connections = (len(front.connections) + len(front.aiohttp_protocol.connections)
+                            - front.handed_off)
+        if length > limits.http_max_body or open_connections > limits.http_max_conns:
+            return _HAND_OFF  # aiohttp's limits middleware answers 413 / 503
+        query: dict[str, str] = {}
+        if raw_query:
+            for part in raw_query.decode().split("&"):
+                if not part:
+                    continue
+                param, _, text = part.partition("=")
+                if param in query or param == "index":  # blocking queries have their limits
+                    return _HAND_OFF
+                query[param] = text
+        connection = headers.get("connection", "keep-alive").lower()
+        if connection not in ("keep-alive", "close"):
+            return _HAND_OFF
+        start = end + 4
+        if len(buffer) < start + length:
+            return None
+        body = bytes(buffer[start:start + length])
+        del buffer[:start + length]
+        return _Request(request_line[0].decode(), request_line[1].decode(), raw_key.decode(),
+                        query, headers, body, connection == "close")
+
+    async def _serve(self, request: _Request) -> None:
+        body = request.body
+
+        async def read(limit: int) -> bytes | None:
+            return None if len(body) > limit else body
+
+        token = token_in(request.query, request.headers)
+        kv_request = kv.KVRequest(self.front.server, request.method, request.key,
+                                  request.query, token, len(body), read)
+        try:
+            reply = await kv.serve(kv_request)
+        except Exception as exc:  # the same answers as aiohttp's consul_errors
+            reply = error_reply(exc, request.method, request.target)
+        transport = self.transport
+        assert transport is not None
+        self.busy = None
+        self.front.served += 1
+        if transport.is_closing():
+            return
+        self.last_active = self.loop.time()
+        close = request.close
+        transport.write(render(reply, close))
+        if close:
+            transport.close()
+        else:
+            self._next()
+
+    def _hand_off(self) -> None:
+        """From now on aiohttp's protocol serves this connection, from the buffered bytes."""
+        transport = self.transport
+        assert transport is not None
+        if self.read_paused:
+            transport.resume_reading()
+            self.read_paused = False
+        inner = self.inner = self.front.aiohttp_protocol()
+        self.front.handed_off += 1
+        inner.connection_made(transport)
+        data, self.buffer = bytes(self.buffer), bytearray()
+        if data:
+            inner.data_received(data)
+        if self.eof:
+            keep_open = inner.eof_received()  # type: ignore[func-returns-value]
+            if not keep_open:
+                transport.close()
+        if self.write_paused:
+            inner.pause_writing()
