@@ -39,7 +39,7 @@ from __future__ import annotations
 import io
 import struct
 import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Container, Iterable, Iterator
 from dataclasses import dataclass
 from typing import IO, Any, BinaryIO
 
@@ -176,12 +176,17 @@ def _apply_kv(txn: WriteTxn, idx: int, cmd: dict) -> Any:
     return ApplyError(f"Invalid KVS operation '{op}'")
 
 
-def _apply_txn(txn: WriteTxn, idx: int, cmd: dict) -> Any:
+def _apply_txn(txn: WriteTxn, idx: int, cmd: dict, results: bool = True) -> Any:
     ops = []
     for wire in cmd["ops"]:
         verb, key, value, flags, cas_index, session = wire
         ops.append(TxnOp(verb, bytes(key), bytes(value), int(flags), int(cas_index), session))
-    return txn.txn(idx, ops, int(cmd.get("ts", 0)))
+    return txn.txn(idx, ops, int(cmd.get("ts", 0)), results)
+
+
+def _apply_txn_quiet(txn: WriteTxn, idx: int, cmd: dict) -> Any:
+    """``_apply_txn`` for a result nobody reads: the same writes, no result entries built."""
+    return _apply_txn(txn, idx, cmd, results=False)
 
 
 def _apply_session(txn: WriteTxn, idx: int, cmd: dict) -> Any:
@@ -212,9 +217,11 @@ def _apply_reap(txn: WriteTxn, idx: int, cmd: dict) -> Any:
 
 _HANDLERS = {"kv": _apply_kv, "txn": _apply_txn, "session": _apply_session, "reap": _apply_reap,
              "acl": acl_state.apply_command}
+# When nobody reads the result (a replayed log, a follower's entries): cheaper, same writes.
+_QUIET_HANDLERS = {**_HANDLERS, "txn": _apply_txn_quiet}
 
 
-def _dispatch(txn: WriteTxn, idx: int, data: bytes) -> Any:
+def _dispatch(txn: WriteTxn, idx: int, data: bytes, handlers: dict = _HANDLERS) -> Any:
     try:
         cmd = msgpack.unpackb(data)
     except Exception as exc:  # msgpack raises several unrelated types for bad input
@@ -222,7 +229,7 @@ def _dispatch(txn: WriteTxn, idx: int, data: bytes) -> Any:
     if not isinstance(cmd, dict):
         return ApplyError(f"log entry {idx}: a command must be a msgpack map")
     version, kind = cmd.get("v"), cmd.get("t")
-    handler = _HANDLERS.get(kind)  # type: ignore[arg-type]
+    handler = handlers.get(kind)
     if handler is None or version != COMMAND_VERSION:
         if cmd.get("ignore"):
             return None
@@ -439,11 +446,16 @@ class FSM:
         self.store.commit(txn, index)
         return result
 
-    def apply_batch(self, entries: Iterable[tuple[int, bytes]]) -> list[Any]:
+    def apply_batch(self, entries: Iterable[tuple[int, bytes]],
+                    results_for: Container[int] | None = None) -> list[Any]:
         """Apply consecutive entries with one tree commit and one wake-up round.
 
         Results are exactly those of applying them one at a time: each entry sees the writes
         of the entries before it, and a transaction that fails leaves no trace.
+
+        ``results_for``: the indexes whose results someone reads (None: every one). The
+        others are applied all the same, to the same state, but their result is None (so
+        a replayed log does not build results nobody waits for).
         """
         txn = self.store.begin()
         results = []
@@ -451,7 +463,11 @@ class FSM:
         for index, data in entries:
             if index <= last:
                 raise ValueError(f"index {index} must be above the previous index {last}")
-            results.append(_dispatch(txn, index, data))
+            if results_for is None or index in results_for:
+                results.append(_dispatch(txn, index, data))
+            else:
+                _dispatch(txn, index, data, _QUIET_HANDLERS)
+                results.append(None)
             last = index
         if results:
             self.store.commit(txn, last)

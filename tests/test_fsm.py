@@ -258,6 +258,25 @@ def test_apply_batch_equals_one_at_a_time() -> None:
     assert many.last_applied == 5
 
 
+def test_apply_batch_builds_results_only_for_the_indexes_asked_for() -> None:
+    """``results_for`` (the proposals someone waits on): the others are applied the same,
+    a failing txn among them too leaves no trace, and their result is None."""
+    commands = [
+        txn_command([TxnOp("set", b"a", b"1"), TxnOp("set", b"b", b"2")]),
+        txn_command([TxnOp("set", b"c", b"3"), TxnOp("cas", b"a", b"x", index=99)]),
+        txn_command([TxnOp("set", b"a", b"4"), TxnOp("get", b"b")]),
+        kv_command("set", b"d", b"5"),
+    ]
+    live, replayed = FSM(), FSM()
+    entries = list(enumerate(commands, start=1))
+    results = live.apply_batch(entries)
+    assert replayed.apply_batch(entries, results_for={3}) == [None, None, results[2], None]
+    assert results[2].results == [DirEntry(b"a", b"", 0, 1, 3, 0, None),
+                                   DirEntry(b"b", b"2", 0, 1, 1, 0, None)]
+    assert replayed.store.kv_get(b"c")[1] is None  # the failed txn wrote nothing
+    assert replayed.snapshot().to_bytes() == live.snapshot().to_bytes()
+
+
 # ------------------------------------------------------------------------ encoded reads
 def test_json_listing_is_consuls_body(log: Log) -> None:
     new_session(log, "s1")

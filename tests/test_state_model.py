@@ -1,7 +1,11 @@
 """Random sequences of every KV verb, every txn verb and the session/reap commands, applied
 through the FSM (one at a time and in batches, with snapshot round trips in between) and to the
 plain-Python model in tests/kv_model.py; every result, every read and every index must agree,
-and every read whose answer changed must have had one of its watch ids fired."""
+and every read whose answer changed must have had one of its watch ids fired.
+
+A replica applies the same entries the way a replayed log is (``apply_batch`` with no result
+wanted): its whole state (tables, table indexes, lock-delays, as the snapshot stream has them)
+must equal the live store's, and its watches must fire the same way."""
 
 from __future__ import annotations
 
@@ -70,6 +74,7 @@ class StoreVsModel(RuleBasedStateMachine):
     @initialize()
     def setup(self) -> None:
         self.fsm = FSM()
+        self.replica = FSM()  # the same entries applied as a replay: no results wanted
         self.model = KVModel()
         self.index = 0
         self.now = 10**15
@@ -78,8 +83,8 @@ class StoreVsModel(RuleBasedStateMachine):
             self.session_create(sid, "n1", 15 * NS_PER_SECOND, behavior, "")
 
     # ------------------------------------------------------------------------ plumbing
-    def watched_reads(self):
-        version = self.fsm.store.snapshot()
+    def watched_reads(self, fsm: FSM):
+        version = fsm.store.snapshot()
         reads = []
         for key in (b"a", b"a/b", b"zz"):
             ws = WatchSet()
@@ -95,16 +100,18 @@ class StoreVsModel(RuleBasedStateMachine):
         """Apply one command to both sides (or queue it for a batch) and compare."""
         self.index += 1
         self.now += 1
-        before = self.watched_reads()
-        since = self.fsm.store.notifier.fire_seq
+        before = {fsm: self.watched_reads(fsm) for fsm in (self.fsm, self.replica)}
+        since = {fsm: fsm.store.notifier.fire_seq for fsm in before}
         got = self.fsm.apply(self.index, command)
         self.compare(got, model_step)
-        after = self.watched_reads()
-        for (old, ws), (new, _) in zip(before, after, strict=True):
-            # Consul's contract: when a read's *result* changes, one of its ids fires (an
-            # index that moved with the same result, e.g. a missing key, need not).
-            if old[1] != new[1]:
-                assert self.fsm.store.notifier.fired_since(ws.ids, since), (old, new)
+        assert self.replica.apply_batch([(self.index, command)], results_for=()) == [None]
+        for fsm, reads in before.items():
+            after = self.watched_reads(fsm)
+            for (old, ws), (new, _) in zip(reads, after, strict=True):
+                # Consul's contract: when a read's *result* changes, one of its ids fires (an
+                # index that moved with the same result, e.g. a missing key, need not).
+                if old[1] != new[1]:
+                    assert fsm.store.notifier.fired_since(ws.ids, since[fsm]), (old, new)
 
     def compare(self, got, model_step) -> None:
         try:
@@ -246,6 +253,11 @@ class StoreVsModel(RuleBasedStateMachine):
         results = self.fsm.apply_batch(entries)
         for got, step in zip(results, steps, strict=True):
             self.compare(got, step)
+        # Results only for the first entry: the others are applied as a replay would.
+        first = entries[0][0]
+        replayed = self.replica.apply_batch(entries, results_for={first})
+        assert (type(replayed[0]), repr(replayed[0])) == (type(results[0]), repr(results[0]))
+        assert replayed[1:] == [None] * (len(entries) - 1)
 
     @rule()
     def snapshot_round_trip(self) -> None:
@@ -277,6 +289,13 @@ class StoreVsModel(RuleBasedStateMachine):
         index, found = self.fsm.store.session_get(sid)
         want_index, want = self.model.session_get(sid)
         assert (index, session_view(found)) == (want_index, session_view(want))
+
+    @invariant()
+    def replayed_state_equals_the_live_one(self) -> None:
+        if not hasattr(self, "fsm"):
+            return
+        assert self.replica.last_applied == self.fsm.last_applied
+        assert self.replica.snapshot(term=1).to_bytes() == self.fsm.snapshot(term=1).to_bytes()
 
     @invariant()
     def whole_state_agrees(self) -> None:

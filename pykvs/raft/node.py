@@ -54,7 +54,7 @@ import logging
 import random
 import time
 import zlib
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Container, Iterable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
@@ -132,7 +132,10 @@ class NodeFailedError(RaftError):
 class FSMLike(Protocol):
     """What the node needs of the state machine (``pykvs.fsm.FSM``)."""
 
-    def apply_batch(self, entries: list[tuple[int, bytes]]) -> list[Any]: ...
+    def apply_batch(self, entries: list[tuple[int, bytes]],
+                    results_for: Container[int] | None = None) -> list[Any]:
+        """Results of the entries whose index is in ``results_for`` (others: None)."""
+        ...
     def snapshot(self, term: int = 0) -> Any: ...  # has .chunks() -> Iterator[bytes]
     def restore(self, stream: Any) -> Any: ...
 
@@ -969,7 +972,9 @@ class RaftNode:
 
     def _apply_entries(self, entries: list[Entry]) -> None:
         commands = [(e.index, e.data) for e in entries if e.type is EntryType.NORMAL and e.data]
-        results = iter(self._fsm.apply_batch(commands) if commands else ())
+        # Only proposals of this server read results: followers and a replay at start-up
+        # need none built.
+        results = iter(self._fsm.apply_batch(commands, self._proposals) if commands else ())
         self._bytes_since_snapshot += sum(len(entry.data) for entry in entries)
         for entry in entries:
             result = None

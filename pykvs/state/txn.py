@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from pykvs.state.acl import ACLWriter
-from pykvs.state.entry import DirEntry, decode_fields, encode_entry
+from pykvs.state.entry import DirEntry, decode_fields, encode_entry, use_slot_setters
 from pykvs.state.errors import StateError, go_quote
 from pykvs.state.sessions import (
     BEHAVIOR_DELETE,
@@ -59,6 +59,9 @@ class TxnOp:
     flags: int = 0
     index: int = 0
     session: str | None = None
+
+
+use_slot_setters(TxnOp)  # a replayed log builds one per op
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,7 +173,7 @@ class WriteTxn:
             self.locks.put(key, new.encode(), idx)
             self.session_locks.put(_session_prefix(new) + key, b"", idx)
 
-    def _store(
+    def _write(
         self,
         idx: int,
         key: bytes,
@@ -179,8 +182,9 @@ class WriteTxn:
         lock_index: int,
         session: str | None,
         existing: list | None,
-    ) -> DirEntry:
-        """Consul's kvsSetTxn: keep CreateIndex; an unchanged entry is not rewritten."""
+    ) -> tuple[int, int]:
+        """Consul's kvsSetTxn: keep CreateIndex; an unchanged entry is not rewritten.
+        Returns the entry's ``(CreateIndex, ModifyIndex)``."""
         if existing is None:
             create_index = idx
         else:
@@ -191,14 +195,21 @@ class WriteTxn:
                 and existing[4] == lock_index
                 and existing[5] == session
             ):
-                return DirEntry(key, value, flags, create_index, existing[3], lock_index, session)
+                return create_index, existing[3]
             if existing[5] != session:
                 self._relock(idx, key, existing[5], session)
         if existing is None and session:
             self._relock(idx, key, None, session)
         self.kvs.put(key, encode_entry(value, flags, create_index, idx, lock_index, session), idx)
         self.kvs_index = idx
-        return DirEntry(key, value, flags, create_index, idx, lock_index, session)
+        return create_index, idx
+
+    def _store(self, idx: int, key: bytes, value: bytes, flags: int, lock_index: int,
+               session: str | None, existing: list | None) -> DirEntry:
+        """``_write``, returning the entry as it now is."""
+        create_index, modify_index = self._write(idx, key, value, flags, lock_index, session,
+                                                 existing)
+        return DirEntry(key, value, flags, create_index, modify_index, lock_index, session)
 
     def _delete_existing(self, idx: int, key: bytes, existing: list) -> None:
         self.tombstones.put(key, b"", idx)
@@ -300,8 +311,12 @@ class WriteTxn:
         self.kvs_index = idx
 
     # ------------------------------------------------------------------------ transactions
-    def txn(self, idx: int, ops: list[TxnOp], now_ns: int) -> TxnResult:
-        """Consul's Txn.Apply pre-checks and TxnRW: all ops or none, every error reported."""
+    def txn(self, idx: int, ops: list[TxnOp], now_ns: int, results: bool = True) -> TxnResult:
+        """Consul's Txn.Apply pre-checks and TxnRW: all ops or none, every error reported.
+
+        ``results=False`` (nobody reads them, as when a log is replayed at start-up): the
+        same writes and errors, but the result is ``TxnResult([], [])`` when it applied
+        (its entries are not built)."""
         errors = []
         for position, op in enumerate(ops):
             if not op.key and op.verb != "delete-tree":
@@ -313,22 +328,31 @@ class WriteTxn:
         if errors:
             return TxnResult(None, errors)
         sub = self.child()
-        results: list[DirEntry] = []
+        entries: list[DirEntry] = []
+        out = entries if results else None
         for position, op in enumerate(ops):
             try:
-                sub._txn_op(idx, op, results)
+                sub._txn_op(idx, op, out)
             except StateError as exc:
                 errors.append(TxnError(position, str(exc)))
         if errors:
             return TxnResult(None, errors)
         sub.merge()
-        return TxnResult(results, [])
+        return TxnResult(entries, [])
 
-    def _txn_op(self, idx: int, op: TxnOp, results: list[DirEntry]) -> None:
+    def _txn_op(self, idx: int, op: TxnOp, results: list[DirEntry] | None) -> None:
+        """Apply one op; append what Consul returns for it to ``results`` unless None."""
         verb, key = op.verb, op.key
         entry: DirEntry | None = None
-        if verb == "set":
-            entry = self.kv_set(idx, key, op.value, op.flags)
+        if verb == "set":  # kv_set, without building the entry twice (or at all)
+            existing = self._existing(key)
+            session = existing[5] if existing is not None else None
+            create_index, modify_index = self._write(idx, key, op.value, op.flags, 0, session,
+                                                     existing)
+            if results is not None:
+                results.append(DirEntry(key, b"", op.flags, create_index, modify_index, 0,
+                                        session))
+            return
         elif verb == "cas":
             entry = self.kv_cas(idx, key, op.value, op.flags, op.index)
             if entry is None:
@@ -348,10 +372,12 @@ class WriteTxn:
             found = self.kv_get(key)
             if found is None:
                 raise StateError(f"key {go_quote(key)} doesn't exist")
-            results.append(found)  # a get keeps its value
+            if results is not None:
+                results.append(found)  # a get keeps its value
             return
         elif verb == "get-tree":
-            results.extend(self.kv_list(key))
+            if results is not None:
+                results.extend(self.kv_list(key))
             return
         elif verb == "check-index":
             entry = self._check(key, "index")
@@ -383,7 +409,8 @@ class WriteTxn:
             return
         else:
             raise StateError(f"unknown KV verb {go_quote(verb)}")
-        results.append(entry.without_value())
+        if results is not None:
+            results.append(entry.without_value())
 
     def _check(self, key: bytes, what: str) -> DirEntry:
         found = self.kv_get(key)
