@@ -242,6 +242,61 @@ def test_single_node_elects_itself_and_commits() -> None:
 
 
 @pytest.mark.parametrize("pre_vote", [True, False])
+def test_a_restarted_single_voter_leads_at_once_without_an_election_timeout(
+        pre_vote: bool) -> None:
+    c = elected("a", writes=3, pre_vote=pre_vote)
+    node = c.nodes["a"]
+    term = node.core.term
+    node.restart()
+    a = node.core
+    # No tick yet: nobody else can vote or lead, so there is no timeout to wait for.
+    assert a.role is Role.LEADER and a.term == term + 1 and a.leader_id == "a"
+    c.stabilize()
+    assert c.applied_data("a") == values(3)  # its no-op committed everything before it
+    assert not c.sent  # no messages: it asked no one
+    idx = a.propose(b"after")
+    c.stabilize()
+    assert a.commit_index == idx and c.applied_data("a")[-1] == b"after"
+
+
+def test_a_single_server_bootstrapping_leads_at_once() -> None:
+    node = Node(CoreConfig(id="a"), Configuration({"a": "addr-a"}), seed=1)
+    assert node.core.role is Role.LEADER
+    node.process()
+    assert node.core.commit_index == node.core.last_index == 2  # configuration, no-op
+
+
+@pytest.mark.parametrize("pre_vote", [True, False])
+def test_a_restarted_member_of_several_voters_still_waits_its_election_timeout(
+        pre_vote: bool) -> None:
+    c = elected("abc", writes=2, pre_vote=pre_vote)
+    for sid in "abc":
+        c.nodes[sid].restart()
+    a = c["a"]
+    assert a.role is Role.FOLLOWER and not c.nodes["a"].process()
+    c.tick("a", a._cfg.election_tick - 1)  # below the shortest randomized timeout
+    assert a.role is Role.FOLLOWER and not c.nodes["a"].process()
+    c.campaign("a")
+    assert c.leader() is a
+    assert any(m.kind is (K.PRE_VOTE if pre_vote else K.VOTE) for m in c.sent)
+
+
+def test_a_follower_left_as_the_sole_voter_campaigns_at_its_next_tick() -> None:
+    c = elected("ab")
+    c.drop = lambda m: m.kind is K.TIMEOUT_NOW  # no handover: b must notice on its own
+    index = c["a"].propose_config(ConfigChange(ConfigChangeKind.REMOVE, "a"))
+    c.stabilize()
+    b = c["b"]
+    assert c["a"].commit_index >= index and c["a"].role is Role.FOLLOWER
+    assert voters(b) == {"b"} and b.role is Role.FOLLOWER
+    c.tick("b")
+    assert b.role is Role.LEADER
+    b.propose(b"after")
+    c.stabilize()
+    assert c.applied_data("b")[-1] == b"after"
+
+
+@pytest.mark.parametrize("pre_vote", [True, False])
 def test_election_makes_one_leader_and_commits_a_noop_of_its_term(pre_vote: bool) -> None:
     c = elected(pre_vote=pre_vote)
     a = c.leader()

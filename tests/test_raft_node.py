@@ -296,6 +296,26 @@ def test_automatic_snapshot_by_payload_bytes_bounds_what_a_restart_replays(
     scenario(tmp_path, body, snapshot_threshold=100_000, snapshot_threshold_bytes=threshold)
 
 
+def test_a_single_server_leads_at_start_without_waiting_an_election_timeout(
+        tmp_path: Path) -> None:
+    """With 30 s ticks an election timeout is 5-10 minutes: a server that is the only voter
+    must lead at once anyway, when it founds the cluster and when it restarts."""
+    async def body(c: Cluster) -> None:
+        n1 = c.add_server("n1")
+        await n1.start(bootstrap=True)
+        await until(lambda: n1.node is not None and n1.node.is_leader(), "n1 to lead", 10)
+        assert n1.node is not None
+        await n1.node.apply(kv_command("set", b"k", b"v"))
+        await n1.stop()
+        await n1.start()
+        await until(lambda: n1.node is not None and n1.node.is_leader(), "n1 to lead", 10)
+        assert n1.node is not None
+        await n1.node.barrier()
+        assert n1.value(b"k") == b"v"
+
+    scenario(tmp_path, body, tick_interval=30.0)
+
+
 def test_node_config_refuses_a_snapshot_threshold_below_one() -> None:
     for field in ("snapshot_threshold", "snapshot_threshold_bytes"):
         with pytest.raises(ValueError, match=f"{field} must be at least 1, got 0"):

@@ -210,6 +210,10 @@ class RaftCore:
         self._commit_pending = False  # a new commit index to tell followers
         self._outstanding: Ready | None = None
         self._reset(self._term)
+        if self._sole_voter():
+            # No other server can vote or lead: waiting an election timeout only delays
+            # serving (a restarted single server). Its own vote wins at once.
+            self._campaign(pre_vote=self._cfg.pre_vote, transfer=False)
 
     def _load_config_entries(self, lo: int) -> None:
         last = self._log.last_index()
@@ -597,6 +601,10 @@ class RaftCore:
     def _promotable(self) -> bool:
         return self._id in self.configuration.voters
 
+    def _sole_voter(self) -> bool:
+        voters = self.configuration.voters
+        return len(voters) == 1 and self._id in voters
+
     def _in_lease(self, msg: Message) -> bool:
         """Has this server heard from a live leader within the election timeout?"""
         return (
@@ -608,7 +616,8 @@ class RaftCore:
 
     def _tick_election(self) -> None:
         self._election_elapsed += 1
-        if self._promotable() and self._election_elapsed >= self._randomized_timeout:
+        if self._promotable() and (self._election_elapsed >= self._randomized_timeout
+                                   or self._sole_voter()):
             self._election_elapsed = 0
             self._campaign(pre_vote=self._cfg.pre_vote, transfer=False)
 
