@@ -21,7 +21,7 @@ import re
 import time
 from email.utils import formatdate
 from http import HTTPStatus
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from pykvs.http import kv
 from pykvs.http.common import Reply, token_in
@@ -182,8 +182,7 @@ class FrontProtocol(asyncio.Protocol):
 
     # ------------------------------------------------------------ asyncio callbacks
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
         self.front.connections.add(self)
 
     def data_received(self, data: bytes) -> None:
