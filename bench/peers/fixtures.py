@@ -225,9 +225,10 @@ class PykvsCluster(Cluster):
     store = "pykvs"
 
     def __init__(self, size: int, root: Path | None = None, start: bool = True,
-                 expect: int | None = None) -> None:
+                 expect: int | None = None, extra_args: tuple[str, ...] = ()) -> None:
         super().__init__(size, root)
         self.names = [f"pykvs{i}" for i in range(size)]
+        self.extra_args = list(extra_args)  # more `pykvs agent` flags for every member
         # expect > size: the other members are started elsewhere (an embedded server).
         self.expect = size if expect is None else expect
         if start:
@@ -236,7 +237,7 @@ class PykvsCluster(Cluster):
     def _args(self, i: int, join: str | None) -> list[str]:
         args = [sys.executable, "-m", "pykvs.cli", "agent", "--node", self.names[i],
                 "--data-dir", str(self.root / self.names[i]), "--rpc-port", "0",
-                "--http-port", "0", "--log-level", "warn"]
+                "--http-port", "0", "--log-level", "warn", *self.extra_args]
         if self.expect > 1:
             args += ["--bootstrap-expect", str(self.expect)]
         if join:

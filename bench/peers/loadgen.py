@@ -530,7 +530,10 @@ async def watch(address: str, watchers: int, write_interval: float, window: Wind
         finally:
             session.close()
 
+    writes_in_window = 0
+
     async def writer() -> None:
+        nonlocal writes_in_window
         session = await HTTPConnection.open(address)
         try:
             while time.perf_counter() < window.end:
@@ -538,9 +541,10 @@ async def watch(address: str, watchers: int, write_interval: float, window: Wind
                 if k in sent_at and k not in acked_at:
                     continue
                 acked_at.pop(k, None)
-                sent_at[k] = time.perf_counter()
+                sent = sent_at[k] = time.perf_counter()
                 await target.put_key(session, k)
                 acked_at[k] = time.perf_counter()
+                writes_in_window += window.begin <= sent and acked_at[k] <= window.end
                 await asyncio.sleep(write_interval)
         finally:
             session.close()
@@ -556,11 +560,16 @@ async def watch(address: str, watchers: int, write_interval: float, window: Wind
     window.__init__(0.5, window.end - window.begin, window.server_pids)  # type: ignore[misc]
     await asyncio.gather(window.sample_edges(), writer())
     stop.set()
+    # A waiter that failed (a refused or broken blocking query) is over already: count those.
+    failed = [t.exception() for t in tasks if t.done() and not t.cancelled()
+              and t.exception() is not None]
+    window.errors += [repr(exc) for exc in failed[:5]]
     for task in tasks:
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
     lat = sorted(after_ack)
-    return {"watchers": watchers,
+    return {"watchers": watchers, "waiters_failed": len(failed),
+            "writes_in_window": writes_in_window,
             "after_ack_us": {q: lat[min(len(lat) - 1, int(f * len(lat)))] * 1e6
                              for q, f in (("p50", 0.5), ("p99", 0.99))} if lat else {}}
 
