@@ -46,6 +46,7 @@ from typing import IO, Any, BinaryIO
 import msgpack
 
 from pykvs import radix
+from pykvs._pack import packb
 from pykvs.state import acl as acl_state
 from pykvs.state.errors import StateError
 from pykvs.state.sessions import LockDelays, Session, SessionError
@@ -82,7 +83,7 @@ def _command(kind: str, fields: dict[str, Any], ignorable: bool = False) -> byte
     body = {"v": COMMAND_VERSION, "t": kind, **fields}
     if ignorable:
         body["ignore"] = True
-    return msgpack.packb(body, use_bin_type=True)
+    return packb(body)
 
 
 def kv_command(

@@ -372,3 +372,76 @@ def test_close_with_requests_in_flight(tmp_path: Path) -> None:
             await server.close()
 
     run(main())
+
+
+def test_many_pipelined_bad_requests_are_answered_in_a_loop(tmp_path: Path) -> None:
+    """Answers given at once (bad input) are a loop in the front, not recursion: 5,000
+    pipelined in one write are all answered, in order."""
+
+    async def scenario(server: Server, fast: pykvs_http.HTTPServer,
+                       plain: pykvs_http.HTTPServer) -> None:
+        conn = await Conn.open(fast.address)
+        try:
+            count = 5000
+            await conn.send(b"".join(request("PUT", f"/v1/kv/bad?flags=x{i}", b"v")
+                                     for i in range(count)) + request("PUT", "/v1/kv/ok", b"v"))
+            for i in range(count):
+                reply = await conn.reply()
+                assert reply.startswith(b"HTTP/1.1 400") and f'"x{i}"'.encode() in reply
+            assert (await conn.reply()).endswith(b"true")
+        finally:
+            await conn.close()
+
+    with_server(tmp_path, scenario)
+
+
+ACL_ANSWERS: list[tuple[str, str, bytes, str]] = [
+    ("PUT", "/v1/kv/{s}/a", b"v", ""),
+    ("PUT", "/v1/kv/{s}/a", b"v", "X-Consul-Token: made-up\r\n"),
+    ("DELETE", "/v1/kv/{s}/a", b"", ""),
+    ("GET", "/v1/kv/{s}/a", b"", ""),
+    ("GET", "/v1/kv/{s}/?keys", b"", ""),
+]
+
+
+def test_acl_answers_match(tmp_path: Path) -> None:
+    async def scenario(server: Server, fast: pykvs_http.HTTPServer,
+                       plain: pykvs_http.HTTPServer) -> None:
+        assert fast.front is not None
+        for method, target, body, headers in ACL_ANSWERS:
+
+            def make(space: str, method: str = method, target: str = target,
+                     body: bytes = body, headers: str = headers) -> bytes:
+                return request(method, target.format(s=space), body, headers)
+
+            got_fast, got_plain = await both(fast, plain, make)
+            assert got_fast == got_plain, (method, target)
+            assert got_fast.startswith((b"HTTP/1.1 403", b"HTTP/1.1 404")), got_fast
+
+    with_server(tmp_path, scenario, acl_enabled=True, acl_default_policy="deny")
+
+
+def test_a_write_whose_leader_moved_is_run_again() -> None:
+    """write_outcome: a proposal dropped or refused before it applied says RETRY (the
+    front then runs the request's full path, which forwards); a lost leadership is an
+    error naming the unknown outcome."""
+    from pykvs.raft.core import NotLeaderError
+    from pykvs.raft.node import LeadershipLostError, ProposalDroppedError
+    from pykvs.server.server import RETRY
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        server = Server.__new__(Server)  # write_outcome reads only the future (no deletes)
+        for exc in (ProposalDroppedError("replaced"), NotLeaderError(None)):
+            fut: asyncio.Future[Any] = loop.create_future()
+            fut.set_exception(exc)
+            assert server.write_outcome(fut) is RETRY
+        fut = loop.create_future()
+        fut.set_exception(LeadershipLostError("stepped down", None))
+        with pytest.raises(Exception, match="outcome is unknown"):
+            server.write_outcome(fut)
+        fut = loop.create_future()
+        fut.set_result(True)
+        assert server.write_outcome(fut) is True
+
+    run(main())

@@ -12,7 +12,7 @@ from pykvs.server.rpc import RPCError
 log = logging.getLogger("pykvs.http")
 
 
-def error_reply(exc: Exception, method: str, path_qs: str) -> Reply:
+def error_reply(exc: BaseException, method: str, path_qs: str) -> Reply:
     """An endpoint's exception as Consul's agent/http.go answers it: a status code and a
     plain-text reason (both fronts answer errors through this)."""
     if isinstance(exc, HTTPError):

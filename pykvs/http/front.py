@@ -21,7 +21,7 @@ import re
 import time
 from email.utils import formatdate
 from http import HTTPStatus
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from pykvs.http import kv
 from pykvs.http.common import Reply, token_in
@@ -127,6 +127,12 @@ class FastFront:
     def __call__(self) -> FrontProtocol:
         return FrontProtocol(self)
 
+    def aiohttp_count(self) -> int:
+        """aiohttp's open connections (HTTPS, and those handed off). Its ``connections``
+        property copies them into a list: read the dict behind it when it is there."""
+        table = getattr(self.aiohttp_protocol, "_connections", None)
+        return len(table) if table is not None else len(self.aiohttp_protocol.connections)
+
     async def listen(self, host: str, port: int) -> asyncio.Server:
         loop = asyncio.get_running_loop()
         self.listener = await loop.create_server(self, host, port, reuse_address=True)
@@ -174,10 +180,11 @@ class FrontProtocol(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.inner: asyncio.Protocol | None = None  # aiohttp's, once handed off
         self.buffer = bytearray()
-        self.busy: asyncio.Task[None] | None = None
+        self.busy: asyncio.Future[Reply | None] | asyncio.Task[None] | None = None
         self.eof = False
         self.write_paused = False
         self.read_paused = False
+        self.in_next = False  # _next's loop is running
         self.last_active = self.loop.time()
 
     # ------------------------------------------------------------ asyncio callbacks
@@ -231,7 +238,7 @@ class FrontProtocol(asyncio.Protocol):
             assert self.transport is not None
             self.transport.close()
 
-    def close_now(self) -> list[asyncio.Task[None]]:
+    def close_now(self) -> list[asyncio.Future[Any]]:
         """Close a fast connection (what is written still goes out); the task still
         serving it, if any."""
         if self.inner is not None:
@@ -241,27 +248,36 @@ class FrontProtocol(asyncio.Protocol):
         return [self.busy] if self.busy is not None else []
 
     def _next(self) -> None:
-        """Serve the next complete request in the buffer, or hand the connection off."""
-        transport = self.transport
-        assert transport is not None
-        if transport.is_closing() or self.write_paused:
-            return
-        if self.read_paused:
-            transport.resume_reading()
-            self.read_paused = False
-        request = self._parse()
-        if request is None:
-            if self.eof:
-                if self.buffer:  # a partial request, then EOF: aiohttp's answer
+        """Serve the buffered requests while each is answered at once (a bad one, say), up
+        to one that waits; or hand the connection off. A loop, not recursion: a pipelined
+        buffer of many small requests must not grow the stack."""
+        if self.in_next:
+            return  # called back from _finish inside the loop below, which goes on
+        self.in_next = True
+        try:
+            while self.busy is None and self.inner is None:
+                transport = self.transport
+                assert transport is not None
+                if transport.is_closing() or self.write_paused:
+                    return
+                if self.read_paused:
+                    transport.resume_reading()
+                    self.read_paused = False
+                request = self._parse()
+                if request is None:
+                    if self.eof:
+                        if self.buffer:  # a partial request, then EOF: aiohttp's answer
+                            self._hand_off()
+                        else:
+                            transport.close()
+                    return
+                if request is _HAND_OFF:
                     self._hand_off()
-                else:
-                    transport.close()
-            return
-        if request is _HAND_OFF:
-            self._hand_off()
-            return
-        assert isinstance(request, _Request)
-        self.busy = self.loop.create_task(self._serve(request))
+                    return
+                assert isinstance(request, _Request)
+                self._start(request)
+        finally:
+            self.in_next = False
 
     def _parse(self) -> _Request | object | None:
         """The first buffered request if it is of a fast shape (its bytes consumed),
@@ -301,8 +317,7 @@ class FrontProtocol(asyncio.Protocol):
         length = int(length_text)
         front = self.front
         limits = front.server.config.limits
-        open_connections = (len(front.connections) + len(front.aiohttp_protocol.connections)
-                            - front.handed_off)
+        open_connections = len(front.connections) + front.aiohttp_count() - front.handed_off
         if length > limits.http_max_body or open_connections > limits.http_max_conns:
             return _HAND_OFF  # aiohttp's limits middleware answers 413 / 503
         query: dict[str, str] = {}
@@ -325,19 +340,53 @@ class FrontProtocol(asyncio.Protocol):
         return _Request(request_line[0].decode(), request_line[1].decode(), raw_key.decode(),
                         query, headers, body, connection == "close")
 
-    async def _serve(self, request: _Request) -> None:
+    def _start(self, request: _Request) -> None:
+        """Serve ``request``: a write on the leader is proposed at once and answered from its
+        future; anything else (and a write whose leader moved) runs ``kv.serve`` in a task."""
+        if request.method != "GET":
+            kv_request = self._kv_request(request)
+            try:
+                answer = kv.write_nowait(kv_request, request.body)
+            except Exception as exc:  # bad input: the same answers as aiohttp's consul_errors
+                self._finish(request, error_reply(exc, request.method, request.target))
+                return
+            if answer is not None:
+                self.busy = answer
+                answer.add_done_callback(lambda done: self._answered(request, done))
+                return
+        self.busy = self.loop.create_task(self._serve(request))
+
+    def _answered(self, request: _Request, answer: asyncio.Future[Reply | None]) -> None:
+        if answer.cancelled():
+            return
+        exc = answer.exception()
+        if exc is not None:
+            self._finish(request, error_reply(exc, request.method, request.target))
+            return
+        reply = answer.result()
+        if reply is None:  # leadership moved before anything was applied: forward it
+            self.busy = self.loop.create_task(self._serve(request))
+        else:
+            self._finish(request, reply)
+
+    def _kv_request(self, request: _Request) -> kv.KVRequest:
         body = request.body
 
         async def read(limit: int) -> bytes | None:
             return None if len(body) > limit else body
 
-        token = token_in(request.query, request.headers)
-        kv_request = kv.KVRequest(self.front.server, request.method, request.key,
-                                  request.query, token, len(body), read)
+        return kv.KVRequest(self.front.server, request.method, request.key, request.query,
+                            token_in(request.query, request.headers), len(body), read)
+
+    async def _serve(self, request: _Request) -> None:
         try:
-            reply = await kv.serve(kv_request)
+            reply = await kv.serve(self._kv_request(request))
         except Exception as exc:  # the same answers as aiohttp's consul_errors
             reply = error_reply(exc, request.method, request.target)
+        self._finish(request, reply)
+
+    def _finish(self, request: _Request, reply: Reply) -> None:
+        """Write the reply, then go on to the next buffered request."""
         transport = self.transport
         assert transport is not None
         self.busy = None

@@ -9,6 +9,7 @@ follower answers byte for byte what the leader does. Writes go through ``KVS.App
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
@@ -31,6 +32,7 @@ from pykvs.http.common import (
     write_args_of,
 )
 from pykvs.server.endpoints import list_keys
+from pykvs.server.server import RETRY
 from pykvs.state.entry import encode_entry
 
 if TYPE_CHECKING:
@@ -207,7 +209,10 @@ async def _get_keys(request: KVRequest) -> Reply:
 
 async def read_value(request: KVRequest, limit: int) -> bytes:
     """The request body, refused with Consul's 413 when it is over ``limit``."""
-    body = await request.read(limit)
+    return _value_or_413(request, await request.read(limit), limit)
+
+
+def _value_or_413(request: KVRequest, body: bytes | None, limit: int) -> bytes:
     if body is None:
         length = request.content_length
         size = f"{length} bytes" if length is not None else f"over {limit} bytes"
@@ -220,15 +225,14 @@ async def _apply(server: Server, args: dict[str, Any]) -> Any:
     return await server.handlers["KVS.Apply"](args)
 
 
-async def _put(request: KVRequest) -> Reply:
-    server = request.server
-    key = request.key
-    if not key:
+def _put_entry(request: KVRequest) -> tuple[str, dict[str, Any]]:
+    """A PUT's KVS.Apply verb and DirEnt, all but the value (Consul's checks, in its order)."""
+    if not request.key:
         raise HTTPError(400, "Missing key name")
     query = request.query
     _conflicting(query, "cas", "acquire", "release")
     op = "set"
-    entry: dict[str, Any] = {"Key": key.encode(), "Flags": 0}
+    entry: dict[str, Any] = {"Key": request.key.encode(), "Flags": 0}
     if "flags" in query:
         entry["Flags"] = uint_in(query, "flags")
     if "cas" in query:
@@ -240,29 +244,81 @@ async def _put(request: KVRequest) -> Reply:
     if op in ("lock", "unlock") and not entry["Session"]:
         raise HTTPError(400, f"Missing session: ?{'acquire' if op == 'lock' else 'release'}= "
                              f"needs a session ID")
-    entry["Value"] = await read_value(request, server.config.max_value_size)
-    args = write_args_of(server, query, request.token)
-    args["Op"] = op
-    args["DirEnt"] = entry
-    result = await _apply(server, args)
-    return json_reply(True if op == "set" else bool(result))
+    return op, entry
 
 
-async def _delete(request: KVRequest) -> Reply:
-    server = request.server
-    key = request.key
+def _delete_entry(request: KVRequest) -> tuple[str, dict[str, Any]]:
+    """A DELETE's KVS.Apply verb and DirEnt."""
     query = request.query
     _conflicting(query, "recurse", "cas")
     op = "delete"
-    entry: dict[str, Any] = {"Key": key.encode()}
+    entry: dict[str, Any] = {"Key": request.key.encode()}
     if "recurse" in query:
         op = "delete-tree"
-    elif not key:
+    elif not request.key:
         raise HTTPError(400, "Missing key name")
     if "cas" in query:
         op, entry["ModifyIndex"] = "delete-cas", uint_in(query, "cas")
-    args = write_args_of(server, query, request.token)
+    return op, entry
+
+
+def _apply_args(request: KVRequest, op: str, entry: dict[str, Any]) -> dict[str, Any]:
+    args = write_args_of(request.server, request.query, request.token)
     args["Op"] = op
     args["DirEnt"] = entry
-    result = await _apply(server, args)
-    return json_reply(bool(result) if op == "delete-cas" else True)
+    return args
+
+
+def _write_reply(op: str, result: Any) -> Reply:
+    """``true``, or the outcome of a CAS, lock or unlock."""
+    return json_reply(bool(result) if op in ("cas", "lock", "unlock", "delete-cas") else True)
+
+
+async def _put(request: KVRequest) -> Reply:
+    op, entry = _put_entry(request)
+    entry["Value"] = await read_value(request, request.server.config.max_value_size)
+    return _write_reply(op, await _apply(request.server, _apply_args(request, op, entry)))
+
+
+async def _delete(request: KVRequest) -> Reply:
+    op, entry = _delete_entry(request)
+    return _write_reply(op, await _apply(request.server, _apply_args(request, op, entry)))
+
+
+def write_nowait(request: KVRequest, body: bytes) -> asyncio.Future[Reply | None] | None:
+    """A PUT or DELETE as ``serve`` answers it, proposed at once and answered from the
+    proposal's future, with no task or coroutine (the fast front's writes). None when
+    ``serve`` must run it: another datacenter, not the leader, a restore holding new entries.
+    Bad input raises as in ``serve``; the future fails with what ``serve`` would raise, or
+    holds None when leadership moved before anything was applied (run ``serve``: it
+    forwards)."""
+    server = request.server
+    if request.method == "PUT":
+        op, entry = _put_entry(request)
+        limit = server.config.max_value_size
+        entry["Value"] = _value_or_413(request, body if len(body) <= limit else None, limit)
+    else:
+        op, entry = _delete_entry(request)
+    args = _apply_args(request, op, entry)
+    if not server.writes_here(args):
+        return None
+    command, may_delete = server.endpoints.kvs_apply_command(args)
+    proposal = server.propose_nowait(command)
+    if proposal is None:
+        return None
+    answer: asyncio.Future[Reply | None] = asyncio.get_running_loop().create_future()
+
+    def applied(done: asyncio.Future[Any]) -> None:
+        if answer.done():  # cancelled: the HTTP server is closing
+            return
+        try:
+            result = server.write_outcome(done, may_delete=may_delete)
+            if result is RETRY:
+                answer.set_result(None)
+            else:
+                answer.set_result(_write_reply(op, server.endpoints.kvs_apply_result(result)))
+        except Exception as exc:  # answered by the caller's error mapping
+            answer.set_exception(exc)
+
+    proposal.add_done_callback(applied)
+    return answer

@@ -38,10 +38,10 @@ class OpenConnections:
         self.front = front
 
     def __len__(self) -> int:
-        count = len(self.server.connections) if self.server is not None else 0
         if self.front is not None:  # a handed-off connection is in both
-            count += len(self.front.connections) - self.front.handed_off
-        return count
+            front = self.front
+            return len(front.connections) + front.aiohttp_count() - front.handed_off
+        return len(self.server.connections) if self.server is not None else 0
 
 
 CONNECTIONS_KEY: web.AppKey[OpenConnections] = web.AppKey("open_connections", OpenConnections)

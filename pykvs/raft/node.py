@@ -181,7 +181,7 @@ class NodeConfig:
         return 2 * self.election_tick * self.tick_interval
 
 
-@dataclass
+@dataclass(slots=True)
 class _Proposal:
     term: int
     future: asyncio.Future[Any]
@@ -466,6 +466,21 @@ class RaftNode:
         Raises NotLeaderError (with ``leader_hint``) off the leader, LeadershipLostError or
         ProposalDroppedError when the proposal is lost, RaftTimeoutError after ``timeout``.
         """
+        self._check_command(data)
+        return await self._propose(bytes(data), timeout)
+
+    def propose_nowait(self, data: bytes) -> asyncio.Future[Any] | None:
+        """``apply`` without a coroutine, for hot paths: proposes ``data`` now and returns the
+        future of the FSM's result (it fails as ``apply`` raises). None while a user restore
+        holds new entries back (``apply`` waits for it). Raises NotLeaderError off the leader.
+        """
+        self._check_command(data)
+        if self._restore_gate is not None:
+            return None
+        core = self._require_core()
+        return self._register(core, core.propose(bytes(data)))
+
+    def _check_command(self, data: bytes) -> None:
         if not isinstance(data, bytes | bytearray | memoryview):
             raise TypeError(f"data must be bytes, not {type(data).__name__}")
         if not data:
@@ -473,7 +488,6 @@ class RaftNode:
         if len(data) > self.config.max_entry_bytes:
             raise ValueError(f"data is {len(data)} bytes, above max_entry_bytes "
                              f"({self.config.max_entry_bytes})")
-        return await self._propose(bytes(data), timeout)
 
     async def barrier(self, timeout: float | None = None) -> int:
         """Wait until every entry before now is applied here (leader only); returns the index."""
@@ -673,10 +687,15 @@ class RaftNode:
         index = core.propose(data)  # raises NotLeaderError
         return await self._await_entry(core, index, timeout)
 
-    async def _await_entry(self, core: RaftCore, index: int, timeout: float | None) -> Any:
+    def _register(self, core: RaftCore, index: int) -> asyncio.Future[Any]:
+        """The future of entry ``index``'s result, resolved as it is applied (or dropped)."""
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._proposals[index] = _Proposal(core.term, fut)
         self._wake()
+        return fut
+
+    async def _await_entry(self, core: RaftCore, index: int, timeout: float | None) -> Any:
+        fut = self._register(core, index)
         if timeout is None:
             return await fut
         try:

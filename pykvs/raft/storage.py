@@ -74,6 +74,7 @@ from typing import Any, Literal, TypeAlias
 import lmdb
 import msgpack
 
+from pykvs._pack import packb
 from pykvs.raft.interfaces import CompactedError, UnavailableError
 from pykvs.raft.types import Entry, EntryType, HardState, SnapshotMeta
 
@@ -165,7 +166,7 @@ def _unseal(key: bytes, value: bytes) -> bytes | None:
 
 
 def _pack(obj: Any) -> bytes:
-    return msgpack.packb(obj, use_bin_type=True)
+    return packb(obj)
 
 
 def _unpack(payload: bytes) -> Any:

@@ -69,6 +69,7 @@ from typing import Any
 import msgpack
 
 from pykvs._aio import wait_for
+from pykvs._pack import packb
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +103,7 @@ def split_address(address: str) -> tuple[str, int]:
 
 
 def _pack(obj: Any) -> bytes:
-    return msgpack.packb(obj, use_bin_type=True)
+    return packb(obj)
 
 
 async def read_frame(reader: asyncio.StreamReader, max_frame: int) -> Any:

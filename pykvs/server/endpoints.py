@@ -200,6 +200,11 @@ class Endpoints:
         forwarded, reply = await self.server.forward("KVS.Apply", args, read=False)
         if forwarded:
             return reply
+        command, may_delete = self.kvs_apply_command(args)
+        return _raise_if_error(await self.server.raft_apply(command, may_delete=may_delete))
+
+    def kvs_apply_command(self, args: dict[str, Any]) -> tuple[bytes, bool]:
+        """KVS.Apply's checks on the server that applies it: ``(FSM command, may delete)``."""
         op = field_str(args, "Op")
         if op not in KV_APPLY_OPS:
             raise ValueError(f"unknown KVS operation {op!r} (expected one of {KV_APPLY_OPS})")
@@ -224,8 +229,12 @@ class Endpoints:
             session=session,
             ts=time.time_ns(),
         )
-        may_delete = op.startswith("delete")
-        return _raise_if_error(await self.server.raft_apply(command, may_delete=may_delete))
+        return command, op.startswith("delete")
+
+    @staticmethod
+    def kvs_apply_result(result: Any) -> Any:
+        """KVS.Apply's answer from the FSM's result (its refusals raised as RPCError)."""
+        return _raise_if_error(result)
 
     async def kvs_get(self, args: dict[str, Any]) -> Any:
         forwarded, reply = await self.server.forward("KVS.Get", args, read=True)

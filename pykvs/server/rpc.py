@@ -30,9 +30,8 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import msgpack
-
 from pykvs._aio import wait_for
+from pykvs._pack import packb
 
 # One framing for the shared port: Raft and RPC read frames the same way.
 from pykvs.raft.transport import FrameError, FrameTooLarge, read_frame
@@ -74,7 +73,7 @@ Handler = Callable[[dict[str, Any]], Awaitable[Any]]
 
 
 def _pack(obj: Any) -> bytes:
-    return msgpack.packb(obj, use_bin_type=True)
+    return packb(obj)
 
 
 def encode_frame(body: bytes) -> bytes:

@@ -174,6 +174,9 @@ class _Retry(Exception):
     """Leadership moved before anything was proposed: run the request again (it forwards)."""
 
 
+RETRY = object()  # write_outcome's "nothing was applied: run the request again"
+
+
 ReadFn = Callable[[WatchSet, StateSnapshot], tuple[int, Any]]
 
 
@@ -626,6 +629,41 @@ class Server:
             result = await node.apply(command)
         except (NotLeaderError, ProposalDroppedError):
             raise _Retry() from None  # nothing was applied: forward it to the new leader
+        except LeadershipLostError as exc:
+            raise RPCError(f"leadership lost while committing the write; its outcome is "
+                           f"unknown ({exc})") from None
+        except RaftError as exc:
+            raise RPCError(f"raft: {exc}") from None
+        if may_delete:
+            self.tombstones.hint(self.state.index)
+        return result
+
+    def writes_here(self, args: dict[str, Any]) -> bool:
+        """Would ``forward()`` let this server apply the write ``args`` itself?"""
+        datacenter = field_str(args, "Datacenter")
+        node = self.node
+        return ((not datacenter or datacenter == self.config.datacenter)
+                and node is not None and node.is_leader())
+
+    def propose_nowait(self, command: bytes) -> asyncio.Future[Any] | None:
+        """``raft_apply`` without a coroutine (the fast HTTP front's writes): the future of
+        the proposal, to be read with ``write_outcome``; None when it must take the full path
+        (no node, not the leader any more, a restore holding new entries)."""
+        node = self.node
+        if node is None:
+            return None
+        try:
+            return node.propose_nowait(command)
+        except (NotLeaderError, ProposalDroppedError):
+            return None
+
+    def write_outcome(self, proposal: asyncio.Future[Any], *, may_delete: bool = False) -> Any:
+        """The FSM's result of a ``propose_nowait`` future, or ``RETRY`` when nothing was
+        applied and the request must run again (it then forwards); raises as ``raft_apply``."""
+        try:
+            result = proposal.result()
+        except (NotLeaderError, ProposalDroppedError):
+            return RETRY
         except LeadershipLostError as exc:
             raise RPCError(f"leadership lost while committing the write; its outcome is "
                            f"unknown ({exc})") from None
