@@ -114,6 +114,11 @@ async def both(fast: pykvs_http.HTTPServer, plain: pykvs_http.HTTPServer,
     return replies[0], replies[1]
 
 
+def maker(method: str, target: str, body: bytes, headers: str) -> Callable[[str], bytes]:
+    """The request of one case for a key space ("fast" or "slow")."""
+    return lambda space: request(method, target.format(s=space), body, headers)
+
+
 # Each: (method, target with {s} for the key space, body, extra headers).
 SAME_ANSWERS: list[tuple[str, str, bytes, str]] = [
     ("PUT", "/v1/kv/{s}/a", b"hello", ""),
@@ -156,14 +161,10 @@ def test_fast_front_answers_as_aiohttp(tmp_path: Path) -> None:
     async def scenario(server: Server, fast: pykvs_http.HTTPServer,
                        plain: pykvs_http.HTTPServer) -> None:
         assert fast.front is not None
-        for method, target, body, headers in SAME_ANSWERS:
+        for case in SAME_ANSWERS:
+            method, target = case[:2]
             served = fast.front.served
-
-            def make(space: str, method: str = method, target: str = target,
-                     body: bytes = body, headers: str = headers) -> bytes:
-                return request(method, target.format(s=space), body, headers)
-
-            got_fast, got_plain = await both(fast, plain, make)
+            got_fast, got_plain = await both(fast, plain, maker(*case))
             assert got_fast == got_plain, (method, target)
             assert fast.front.served == served + 1, f"{method} {target} was not served fast"
             assert fast.front.handed_off == 0
@@ -408,13 +409,9 @@ def test_acl_answers_match(tmp_path: Path) -> None:
     async def scenario(server: Server, fast: pykvs_http.HTTPServer,
                        plain: pykvs_http.HTTPServer) -> None:
         assert fast.front is not None
-        for method, target, body, headers in ACL_ANSWERS:
-
-            def make(space: str, method: str = method, target: str = target,
-                     body: bytes = body, headers: str = headers) -> bytes:
-                return request(method, target.format(s=space), body, headers)
-
-            got_fast, got_plain = await both(fast, plain, make)
+        for case in ACL_ANSWERS:
+            method, target = case[:2]
+            got_fast, got_plain = await both(fast, plain, maker(*case))
             assert got_fast == got_plain, (method, target)
             assert got_fast.startswith((b"HTTP/1.1 403", b"HTTP/1.1 404")), got_fast
 
