@@ -110,6 +110,7 @@ class _Request:
 
 
 _HAND_OFF = object()  # the buffered request is not of a fast shape
+PROPOSED = object()  # FrontProtocol.busy while a fast write waits for its proposal
 
 
 class FastFront:
@@ -121,6 +122,9 @@ class FastFront:
         self.connections: set[FrontProtocol] = set()
         self.handed_off = 0  # connections (still open) now served by aiohttp
         self.served = 0  # requests answered here (tests and stats read it)
+        self.proposed = 0  # fast writes waiting for their proposal
+        self.no_writes = asyncio.Event()  # set while proposed == 0 (close waits on it)
+        self.no_writes.set()
         self.listener: asyncio.Server | None = None
         self._sweeper: asyncio.Task[None] | None = None
 
@@ -159,11 +163,15 @@ class FastFront:
         answer (as aiohttp's shutdown_timeout), then are cancelled (aiohttp's runner
         closes the handed-off connections)."""
         self.stop_listening()
-        busy = {c.busy for c in self.connections if c.inner is None and c.busy is not None}
-        if busy:
-            await asyncio.wait(busy, timeout=grace)
+        waits: set[asyncio.Future[Any]] = {
+            c.busy for c in self.connections
+            if c.inner is None and isinstance(c.busy, asyncio.Task)}
+        if self.proposed:
+            waits.add(asyncio.ensure_future(self.no_writes.wait()))
+        if waits:
+            await asyncio.wait(waits, timeout=grace)
         tasks = [task for c in list(self.connections) for task in c.close_now()]
-        for task in tasks:
+        for task in waits | set(tasks):
             task.cancel()
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
@@ -180,7 +188,7 @@ class FrontProtocol(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.inner: asyncio.Protocol | None = None  # aiohttp's, once handed off
         self.buffer = bytearray()
-        self.busy: asyncio.Future[Reply | None] | asyncio.Task[None] | None = None
+        self.busy: asyncio.Task[None] | object | None = None  # a task, PROPOSED or None
         self.eof = False
         self.write_paused = False
         self.read_paused = False
@@ -245,7 +253,7 @@ class FrontProtocol(asyncio.Protocol):
             return []
         assert self.transport is not None
         self.transport.close()
-        return [self.busy] if self.busy is not None else []
+        return [self.busy] if isinstance(self.busy, asyncio.Task) else []
 
     def _next(self) -> None:
         """Serve the buffered requests while each is answered at once (a bad one, say), up
@@ -342,29 +350,33 @@ class FrontProtocol(asyncio.Protocol):
 
     def _start(self, request: _Request) -> None:
         """Serve ``request``: a write on the leader is proposed at once and answered from its
-        future; anything else (and a write whose leader moved) runs ``kv.serve`` in a task."""
+        proposal's callback; anything else (and a write whose leader moved) runs
+        ``kv.serve`` in a task."""
         if request.method != "GET":
             kv_request = self._kv_request(request)
+            self.busy = PROPOSED
             try:
-                answer = kv.write_nowait(kv_request, request.body)
+                proposed = kv.write_nowait(
+                    kv_request, request.body,
+                    lambda reply, exc: self._answered(request, reply, exc))
             except Exception as exc:  # bad input: the same answers as aiohttp's consul_errors
                 self._finish(request, error_reply(exc, request.method, request.target))
                 return
-            if answer is not None:
-                self.busy = answer
-                answer.add_done_callback(lambda done: self._answered(request, done))
+            if proposed:
+                front = self.front
+                front.proposed += 1
+                front.no_writes.clear()
                 return
         self.busy = self.loop.create_task(self._serve(request))
 
-    def _answered(self, request: _Request, answer: asyncio.Future[Reply | None]) -> None:
-        if answer.cancelled():
-            return
-        exc = answer.exception()
+    def _answered(self, request: _Request, reply: Reply | None, exc: Exception | None) -> None:
+        front = self.front
+        front.proposed -= 1
+        if not front.proposed:
+            front.no_writes.set()
         if exc is not None:
             self._finish(request, error_reply(exc, request.method, request.target))
-            return
-        reply = answer.result()
-        if reply is None:  # leadership moved before anything was applied: forward it
+        elif reply is None:  # leadership moved before anything was applied: forward it
             self.busy = self.loop.create_task(self._serve(request))
         else:
             self._finish(request, reply)

@@ -32,6 +32,7 @@ from pykvs.http.common import (
     write_args_of,
 )
 from pykvs.server.endpoints import list_keys
+from pykvs.server.rpc import RPCError
 from pykvs.server.server import RETRY
 from pykvs.state.entry import encode_entry
 
@@ -285,13 +286,14 @@ async def _delete(request: KVRequest) -> Reply:
     return _write_reply(op, await _apply(request.server, _apply_args(request, op, entry)))
 
 
-def write_nowait(request: KVRequest, body: bytes) -> asyncio.Future[Reply | None] | None:
+def write_nowait(request: KVRequest, body: bytes,
+                 answer: Callable[[Reply | None, Exception | None], None]) -> bool:
     """A PUT or DELETE as ``serve`` answers it, proposed at once and answered from the
-    proposal's future, with no task or coroutine (the fast front's writes). None when
+    proposal's done-callback, with no task or coroutine (the fast front's writes). False when
     ``serve`` must run it: another datacenter, not the leader, a restore holding new entries.
-    Bad input raises as in ``serve``; the future fails with what ``serve`` would raise, or
-    holds None when leadership moved before anything was applied (run ``serve``: it
-    forwards)."""
+    Bad input raises as in ``serve``. ``answer(reply, error)`` gets the reply, or the error
+    ``serve`` would raise, or (None, None) when leadership moved before anything was applied
+    (run ``serve``: it forwards)."""
     server = request.server
     if request.method == "PUT":
         op, entry = _put_entry(request)
@@ -301,24 +303,25 @@ def write_nowait(request: KVRequest, body: bytes) -> asyncio.Future[Reply | None
         op, entry = _delete_entry(request)
     args = _apply_args(request, op, entry)
     if not server.writes_here(args):
-        return None
+        return False
     command, may_delete = server.endpoints.kvs_apply_command(args)
     proposal = server.propose_nowait(command)
     if proposal is None:
-        return None
-    answer: asyncio.Future[Reply | None] = asyncio.get_running_loop().create_future()
+        return False
 
     def applied(done: asyncio.Future[Any]) -> None:
-        if answer.done():  # cancelled: the HTTP server is closing
+        if done.cancelled():  # the node is closing
+            answer(None, RPCError("the server is shutting down; the write's outcome is "
+                                  "unknown"))
             return
         try:
             result = server.write_outcome(done, may_delete=may_delete)
-            if result is RETRY:
-                answer.set_result(None)
-            else:
-                answer.set_result(_write_reply(op, server.endpoints.kvs_apply_result(result)))
+            reply = None if result is RETRY else \
+                _write_reply(op, server.endpoints.kvs_apply_result(result))
         except Exception as exc:  # answered by the caller's error mapping
-            answer.set_exception(exc)
+            answer(None, exc)
+            return
+        answer(reply, None)
 
     proposal.add_done_callback(applied)
-    return answer
+    return True
