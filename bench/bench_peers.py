@@ -269,7 +269,7 @@ def _fill_many(cluster: Cluster, store: str, count: int) -> float:
 def test_restart(benchmark: Any, clusters: Clusters, tmp_path: Path, store: str) -> None:
     """``PYKVS_PEERS_RESTART_KEYS`` (1,000,000) keys written, the server stopped (SIGTERM),
     then timed from start to serving a read; both hold snapshot plus log by then (pykvs
-    snapshots every 8,192 entries, etcd every 100,000)."""
+    snapshots every 8,192 entries or 16 MiB of entries, etcd every 100,000)."""
     clusters.close()
     cluster: Cluster = PykvsCluster(1, root=tmp_path) if store == "pykvs" \
         else EtcdCluster(1, root=tmp_path)

@@ -71,8 +71,11 @@ def table(runs: dict[str, dict[str, Any]]) -> str:
         target = TARGETS.get(mine)
         verdict = "" if target is None else f">= {target}x " + ("met" if ratio >= target
                                                                 else "**missed**")
-        if mine.endswith("put-sync-x1"):
+        if mine.endswith("1srv-put-sync-x1"):
             verdict = "p50 <= 2 ms " + ("met" if a["lat_us"]["p50"] <= 2000 else "**missed**")
+        elif mine.endswith("put-sync-x1"):
+            # The 2 ms sits beside PySyncObj's ~100 ms, its one-server figure.
+            verdict = "(2 ms target: 1 server)"
 
         def lat(r: dict[str, Any]) -> str:
             return f"{r['lat_us']['p50'] / 1000:.2f} / {r['lat_us']['p99'] / 1000:.2f}"

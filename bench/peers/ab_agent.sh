@@ -1,0 +1,48 @@
+#!/bin/bash
+# A/B of one `pykvs agent` under HTTP put x64: an export of REV (A) against the work tree (B),
+# alternated ROUNDS times (SECS each), so slow drifts of a shared VM hit both sides alike.
+# Prints each run and the medians of puts/s and of the agent's CPU per put (from /proc).
+#
+#   bench/peers/ab_agent.sh [REV=HEAD] [ROUNDS=4] [SECS=4]
+#   A_ENV / B_ENV: extra environment for the A / B agent (e.g. B_ENV="PYTHONPATH=...").
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+REV=${1:-HEAD}; ROUNDS=${2:-4}; SECS=${3:-4}
+TREE=$(pwd)
+BASE=$(mktemp -d /tmp/pykvs-ab-base.XXXX)
+OUT=$(mktemp /tmp/pykvs-ab.XXXX)
+trap 'rm -rf "$BASE" "$OUT"' EXIT
+git archive "$REV" | tar -x -C "$BASE"
+cp pykvs/_cradix*.so "$BASE/pykvs/"  # the C extension as built here (csrc/ unchanged between A and B)
+
+run() {  # label, source tree, extra env
+  local dir; dir=$(mktemp -d /tmp/pykvs-ab-run.XXXX)
+  local port; port=$(python -c "import socket; s=socket.socket(); s.bind(('127.0.0.1',0)); print(s.getsockname()[1])")
+  (cd /tmp && env PYTHONPATH="$2" $3 python -m pykvs.cli agent --node ab --data-dir "$dir/d" \
+      --http-port "$port" --rpc-port 0 --log-level warn > "$dir/agent.log" 2>&1 &)
+  for _ in $(seq 100); do
+    curl -sf "127.0.0.1:$port/v1/status/leader" | grep -q . && break; sleep 0.1
+  done
+  local pid; pid=$(pgrep -f "data-dir $dir/d")
+  python bench/peers/loadgen.py pykvs-http put --addr "127.0.0.1:$port" --in-flight 64 \
+      --duration "$SECS" --server-pid "$pid" | python -c "import json, sys
+d = json.load(sys.stdin)
+print('$1', round(d['ops_per_s']), round(1e6 * d['server_cpu_s'] / (d['ops_per_s'] * $SECS)))"
+  kill "$pid"; while kill -0 "$pid" 2>/dev/null; do sleep 0.1; done
+  rm -rf "$dir"
+}
+
+for _ in $(seq "$ROUNDS"); do
+  run A "$BASE" "${A_ENV:-}"
+  run B "$TREE" "${B_ENV:-}"
+done | tee "$OUT"
+python - "$OUT" <<'PY'
+import collections, statistics, sys
+runs = collections.defaultdict(list)
+for line in open(sys.argv[1]):
+    label, ops, us = line.split()
+    runs[label].append((int(ops), int(us)))
+for label, values in sorted(runs.items()):
+    print(f"{label}: puts/s median {statistics.median(v[0] for v in values):,.0f}, "
+          f"CPU per put median {statistics.median(v[1] for v in values):.0f} us")
+PY
