@@ -146,6 +146,8 @@ SAME_ANSWERS: list[tuple[str, str, bytes, str]] = [
     ("PUT", "/v1/kv/{s}/big", b"v" * 600_000, ""),  # over max_value_size: 413
     ("PUT", "/v1/kv/{s}/t", b"v", "X-Consul-Token: made-up\r\n"),
     ("PUT", "/v1/kv/{s}/t", b"v", "Authorization: Bearer made-up\r\n"),
+    ("PUT", "/v1/kv/{s}/h", b"v", "x-consul-token:  made-up \r\nAccept: */*\r\nAccept: x\r\n"),
+    ("GET", "/v1/kv/{s}/h", b"", "CONNECTION: keep-alive\r\nUser-Agent: a b\tc\r\n"),
     ("DELETE", "/v1/kv/{s}/c", b"", ""),
     ("DELETE", "/v1/kv/{s}/a?cas=1", b"", ""),
     ("DELETE", "/v1/kv/{s}/?recurse&cas=3", b"", ""),
@@ -190,6 +192,10 @@ HANDED_OFF: list[bytes] = [
     b"GET /v1/kv/x HTTP/1.1\r\nHost: x\r\nX-Long: " + b"y" * 9000 + b"\r\n\r\n",
     b"GET /v1/kv/\xff HTTP/1.1\r\nHost: x\r\n\r\n",
     b"BREW /v1/kv/x HTTP/1.1\r\nHost: x\r\n\r\n",
+    b"PUT /v1/kv/x HTTP/1.1\r\nHost: x\r\nContent-Length : 1\r\n\r\nv",
+    b"GET /v1/kv/x HTTP/1.1\r\nHost: x\r\nX-A: 1\r\n  folded\r\n\r\n",
+    b"GET /v1/kv/x HTTP/1.1\r\nHost: x\r\nX-A: a\x01b\r\n\r\n",
+    b"GET /v1/kv/x HTTP/1.1\r\nHost: x\r\nConnection: upgrade\r\n\r\n",
     b"this is not http\r\n\r\n",
 ]
 

@@ -39,9 +39,17 @@ log = logging.getLogger(__name__)
 SERVER_SOFTWARE = "pykvs"
 KEEPALIVE_TIMEOUT = 75.0  # seconds an idle connection is kept (both fronts)
 MAX_HEAD = 8190  # request line plus headers; past this aiohttp answers (431/400)
-_METHODS = frozenset((b"GET", b"PUT", b"DELETE"))
-# A key of these characters means the same to both fronts (no escapes, no "+", no ";").
-_TARGET = re.compile(rb"/v1/kv/([A-Za-z0-9_.~/:@!$'()*,-]*)(?:\?([A-Za-z0-9_.~/:@!$'()*,=&-]*))?")
+# One match checks a whole request head of a fast shape: the request line (a key of these
+# characters means the same to both fronts: no escapes, no "+", no ";"), then header lines of
+# a token name, a colon and printable text. Anything else is aiohttp's to parse and answer.
+_HEAD = re.compile(
+    rb"(GET|PUT|DELETE) /v1/kv/([A-Za-z0-9_.~/:@!$'()*,-]*)(?:\?([A-Za-z0-9_.~/:@!$'()*,=&-]*))?"
+    rb" HTTP/1\.1\r\n(?:[!#$%&'*+.^_`|~0-9A-Za-z-]+:[ \t]*(?:[\x21-\x7e]+[ \t]*)*\r\n)*")
+# The headers the front reads, and those that make a request another shape.
+_WANTED_HEADERS = re.compile(
+    rb"\n(content-length|x-consul-token|authorization|connection|transfer-encoding|expect"
+    rb"|upgrade|content-encoding):[ \t]*((?:[\x21-\x7e]+(?:[ \t]+[\x21-\x7e]+)*)?)",
+    re.IGNORECASE)
 _HEADERS_OF_OTHER_SHAPES = frozenset(("transfer-encoding", "expect", "upgrade",
                                       "content-encoding"))
 
@@ -296,29 +304,21 @@ class FrontProtocol(asyncio.Protocol):
             return _HAND_OFF if len(buffer) > MAX_HEAD else None
         if end > MAX_HEAD:
             return _HAND_OFF
-        head = bytes(buffer[:end])
+        head = bytes(buffer[:end + 2])  # the request line and each header line, with CRLF
         if not head.isascii():
             return _HAND_OFF
-        lines = head.split(b"\r\n")
-        request_line = lines[0].split(b" ")
-        if len(request_line) != 3 or request_line[2] != b"HTTP/1.1" \
-                or request_line[0] not in _METHODS:
-            return _HAND_OFF
-        match = _TARGET.fullmatch(request_line[1])
+        match = _HEAD.fullmatch(head)
         if match is None:
             return _HAND_OFF
-        raw_key, raw_query = match.groups()
+        method, raw_key, raw_query = match.group(1, 2, 3)
         if b"//" in raw_key or b"/." in raw_key or raw_key.startswith(b"."):
             return _HAND_OFF  # path normalization is aiohttp's to decide
         headers: dict[str, str] = {}
-        for line in lines[1:]:
-            name, colon, value = line.partition(b":")
-            if not colon or not name or name != name.strip() or line[:1] in (b" ", b"\t"):
-                return _HAND_OFF
+        for name, value in _WANTED_HEADERS.findall(head):
             lowered = name.decode().lower()
             if lowered in headers or lowered in _HEADERS_OF_OTHER_SHAPES:
                 return _HAND_OFF
-            headers[lowered] = value.strip(b" \t").decode()
+            headers[lowered] = value.decode()
         length_text = headers.get("content-length", "0")
         if not length_text.isdigit():
             return _HAND_OFF
@@ -345,7 +345,9 @@ class FrontProtocol(asyncio.Protocol):
             return None
         body = bytes(buffer[start:start + length])
         del buffer[:start + length]
-        return _Request(request_line[0].decode(), request_line[1].decode(), raw_key.decode(),
+        target = raw_key.decode()
+        return _Request(method.decode(), f"/v1/kv/{target}?{raw_query.decode()}"
+                        if raw_query is not None else f"/v1/kv/{target}", target,
                         query, headers, body, connection == "close")
 
     def _start(self, request: _Request) -> None:
