@@ -10,6 +10,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
+from pykvs._slots import use_slot_setters
 from pykvs.raft.types import Entry, SnapshotMeta
 
 
@@ -105,3 +106,6 @@ class Message:
         if self.snapshot is not None:
             parts.append(f"snap@{self.snapshot.index}/t{self.snapshot.term}")
         return "Message(" + " ".join(parts) + ")"
+
+
+use_slot_setters(Message)  # one per Raft message sent or received

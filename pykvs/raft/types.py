@@ -10,6 +10,8 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 
+from pykvs._slots import use_slot_setters
+
 
 class EntryType(enum.IntEnum):
     """What a log entry carries."""
@@ -33,6 +35,9 @@ class Entry:
     def from_wire(cls, wire: tuple[int, int, int, bytes] | list) -> Entry:
         index, term, etype, data = wire
         return cls(int(index), int(term), EntryType(etype), bytes(data))
+
+
+use_slot_setters(Entry)  # one per proposal, per replicated entry, per entry read back
 
 
 @dataclass(frozen=True, slots=True)

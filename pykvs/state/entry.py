@@ -9,10 +9,12 @@ index is the ModifyIndex.  Python decodes an entry only when a Python caller ask
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import MISSING, dataclass, fields
+from dataclasses import dataclass, fields
 from typing import Any
 
 import msgpack
+
+from pykvs._slots import use_slot_setters
 
 # One packer for the single writer; Packer.pack is about twice as fast as msgpack.packb.
 _packer = msgpack.Packer(use_bin_type=True)
@@ -72,30 +74,6 @@ def encode_entry(
 # txns.  Calling the slot descriptors' setters builds the same frozen, equal, hashable object
 # in half the time, so DirEntry (and TxnOp) get an __init__ that does that.
 _new_object = object.__new__
-
-
-def use_slot_setters(cls: type) -> None:
-    """Replace the generated ``__init__`` of frozen slotted dataclass ``cls`` by one with the
-    same signature that sets each field through its slot's setter (no validation, no
-    ``__post_init__``: only for classes that have neither)."""
-    names = [f.name for f in fields(cls)]
-    scope: dict[str, Any] = {}
-    params = []
-    for f in fields(cls):
-        if f.default_factory is not MISSING:
-            raise TypeError(f"{cls.__name__}.{f.name}: a default_factory is not supported")
-        scope[f"_set_{f.name}"] = cls.__dict__[f.name].__set__
-        if f.default is MISSING:
-            params.append(f.name)
-        else:
-            scope[f"_default_{f.name}"] = f.default
-            params.append(f"{f.name}=_default_{f.name}")
-    body = "".join(f"    _set_{n}(self, {n})\n" for n in names)
-    namespace: dict[str, Any] = {}
-    exec(f"def __init__(self, {', '.join(params)}):\n{body}", scope, namespace)
-    init = namespace["__init__"]
-    init.__qualname__ = f"{cls.__qualname__}.__init__"
-    cls.__init__ = init  # type: ignore[misc]
 
 
 use_slot_setters(DirEntry)
