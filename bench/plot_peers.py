@@ -86,15 +86,21 @@ def table(runs: dict[str, dict[str, Any]]) -> str:
                      f"{lat(b)} | {ratio:.2f}x | {verdict} | {gen} |")
     watch = runs.get("pykvs-http-1srv-watch")
     if watch:
+        # The issue times the wake from the commit. The write's acknowledgement leaves the
+        # leader as the commit is applied, in the same pass that fires the watches, so the
+        # wake after the ack is the wake after the commit less the ack's own delivery; the
+        # wake after the write was sent also holds the write's fsync and commit.
         after = watch.get("after_ack_us", {})
         lines.append(f"| blocking queries, {watch['watchers']:,} waiting: wake after the write "
-                     f"was sent | p50 {watch['lat_us']['p50'] / 1000:.2f} ms, p99 "
-                     f"{watch['lat_us']['p99'] / 1000:.2f} ms | | | | | p99 < 5 ms | "
+                     f"was sent (holds the write's own commit) | p50 "
+                     f"{watch['lat_us']['p50'] / 1000:.2f} ms, p99 "
+                     f"{watch['lat_us']['p99'] / 1000:.2f} ms | | | | | | "
                      f"{watch.get('gen_cores', 0):.2f} |")
         if after:
-            lines.append(f"| same, after the write was acknowledged | p50 "
-                         f"{after['p50'] / 1000:.2f} ms, p99 {after['p99'] / 1000:.2f} ms | | "
-                         f"| | | | |")
+            met = "met" if after["p99"] < 5000 else "**missed**"
+            lines.append(f"| same, after the write's acknowledgement (its commit applied) | "
+                         f"p50 {after['p50'] / 1000:.2f} ms, p99 {after['p99'] / 1000:.2f} ms "
+                         f"| | | | | p99 < 5 ms {met} | |")
     return "\n".join(lines)
 
 
