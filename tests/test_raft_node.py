@@ -372,6 +372,33 @@ def test_three_servers_replicate_and_followers_redirect(tmp_path: Path) -> None:
     scenario(tmp_path, body)
 
 
+def test_propose_nowait_is_apply_without_a_coroutine(tmp_path: Path) -> None:
+    """RaftNode.propose_nowait (the HTTP front's writes): the future of the FSM's result on
+    the leader; NotLeaderError at once on a follower; apply's argument checks."""
+
+    async def body(c: Cluster) -> None:
+        await c.found(3)
+        leader = await c.wait_leader()
+        assert leader.node is not None
+        futures = [leader.node.propose_nowait(kv_command("set", b"nw%d" % i, b"v"))
+                   for i in range(20)]
+        assert all(f is not None for f in futures)
+        assert await asyncio.gather(*futures) == [True] * 20  # type: ignore[arg-type]
+        cas = leader.node.propose_nowait(kv_command("cas", b"nw0", b"w", index=1))
+        assert cas is not None and await cas is False  # the FSM's refusal, not an error
+        await c.converged({**{b"nw%d" % i: b"v" for i in range(20)}})
+        follower = next(s for s in c.running() if s is not leader)
+        assert follower.node is not None
+        with pytest.raises(NotLeaderError):
+            follower.node.propose_nowait(kv_command("set", b"x", b"y"))
+        with pytest.raises(ValueError, match="must not be empty"):
+            leader.node.propose_nowait(b"")
+        with pytest.raises(TypeError, match="must be bytes"):
+            leader.node.propose_nowait("text")  # type: ignore[arg-type]
+
+    scenario(tmp_path, body)
+
+
 def test_leader_failover_and_restart_catch_up(tmp_path: Path) -> None:
     async def body(c: Cluster) -> None:
         await c.found(3)
