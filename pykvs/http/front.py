@@ -39,6 +39,7 @@ log = logging.getLogger(__name__)
 SERVER_SOFTWARE = "pykvs"
 KEEPALIVE_TIMEOUT = 75.0  # seconds an idle connection is kept (both fronts)
 MAX_HEAD = 8190  # request line plus headers; past this aiohttp answers (431/400)
+RECEIVE_BUFFER = 64 * 1024  # bytes one read takes from a socket
 # One match checks a whole request head of a fast shape: the request line (a key of these
 # characters means the same to both fronts: no escapes, no "+", no ";"), then header lines of
 # a token name, a colon and printable text. Anything else is aiohttp's to parse and answer.
@@ -130,6 +131,9 @@ class FastFront:
         self.connections: set[FrontProtocol] = set()
         self.handed_off = 0  # connections (still open) now served by aiohttp
         self.served = 0  # requests answered here (tests and stats read it)
+        # One receive buffer for every connection: the loop fills it and calls buffer_updated
+        # before it reads any other socket.
+        self.receive_buffer = memoryview(bytearray(RECEIVE_BUFFER))
         self.proposed = 0  # fast writes waiting for their proposal
         self.no_writes = asyncio.Event()  # set while proposed == 0 (close waits on it)
         self.no_writes.set()
@@ -187,8 +191,13 @@ class FastFront:
             await self.listener.wait_closed()
 
 
-class FrontProtocol(asyncio.Protocol):
-    """One HTTP connection: fast-shape requests served here until one is not."""
+class FrontProtocol(asyncio.BufferedProtocol):
+    """One HTTP connection: fast-shape requests served here until one is not.
+
+    A BufferedProtocol: the loop reads into the front's one receive buffer (``get_buffer``),
+    where a plain Protocol gets a fresh ``sock.recv(256 KiB)`` per read, an allocation that
+    costs more than the read itself (26.6 us against 4.7 us per small message here).
+    """
 
     def __init__(self, front: FastFront) -> None:
         self.front = front
@@ -204,6 +213,12 @@ class FrontProtocol(asyncio.Protocol):
         self.last_active = self.loop.time()
 
     # ------------------------------------------------------------ asyncio callbacks
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return self.front.receive_buffer  # shared: copied out in buffer_updated at once
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self.data_received(bytes(self.front.receive_buffer[:nbytes]))
+
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
         self.front.connections.add(self)
