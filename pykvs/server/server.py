@@ -177,6 +177,17 @@ class _Retry(Exception):
 RETRY = object()  # write_outcome's "nothing was applied: run the request again"
 
 
+def _write_error(exc: NotLeaderError | RaftError) -> Exception:
+    """What a failed proposal means for its request: _Retry when nothing was applied (it
+    then forwards to the new leader), else an RPCError for the caller."""
+    if isinstance(exc, NotLeaderError | ProposalDroppedError):
+        return _Retry()
+    if isinstance(exc, LeadershipLostError):
+        return RPCError(f"leadership lost while committing the write; its outcome is unknown "
+                        f"({exc})")
+    return RPCError(f"raft: {exc}")
+
+
 ReadFn = Callable[[WatchSet, StateSnapshot], tuple[int, Any]]
 
 
@@ -627,13 +638,11 @@ class Server:
             raise _Retry()
         try:
             result = await node.apply(command)
-        except (NotLeaderError, ProposalDroppedError):
-            raise _Retry() from None  # nothing was applied: forward it to the new leader
-        except LeadershipLostError as exc:
-            raise RPCError(f"leadership lost while committing the write; its outcome is "
-                           f"unknown ({exc})") from None
-        except RaftError as exc:
-            raise RPCError(f"raft: {exc}") from None
+        except (NotLeaderError, RaftError) as exc:
+            raise _write_error(exc) from None
+        return self._written(result, may_delete)
+
+    def _written(self, result: Any, may_delete: bool) -> Any:
         if may_delete:
             self.tombstones.hint(self.state.index)
         return result
@@ -660,18 +669,15 @@ class Server:
     def write_outcome(self, proposal: asyncio.Future[Any], *, may_delete: bool = False) -> Any:
         """The FSM's result of a ``propose_nowait`` future, or ``RETRY`` when nothing was
         applied and the request must run again (it then forwards); raises as ``raft_apply``."""
-        try:
-            result = proposal.result()
-        except (NotLeaderError, ProposalDroppedError):
+        exc = proposal.exception()
+        if exc is None:
+            return self._written(proposal.result(), may_delete)
+        if not isinstance(exc, NotLeaderError | RaftError):
+            raise exc
+        error = _write_error(exc)
+        if isinstance(error, _Retry):
             return RETRY
-        except LeadershipLostError as exc:
-            raise RPCError(f"leadership lost while committing the write; its outcome is "
-                           f"unknown ({exc})") from None
-        except RaftError as exc:
-            raise RPCError(f"raft: {exc}") from None
-        if may_delete:
-            self.tombstones.hint(self.state.index)
-        return result
+        raise error from None
 
     async def prepare_read(self, options: QueryOptions) -> None:
         """A consistent read first confirms leadership with a quorum round (ReadIndex)."""
