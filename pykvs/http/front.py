@@ -16,7 +16,6 @@ its replies in order). tests/test_http_front.py checks that both fronts answer a
 from __future__ import annotations
 
 import asyncio
-import logging
 import re
 import time
 from email.utils import formatdate
@@ -33,8 +32,6 @@ if TYPE_CHECKING:
     from pykvs.server.server import Server
 
 __all__ = ["SERVER_SOFTWARE", "FastFront"]
-
-log = logging.getLogger(__name__)
 
 SERVER_SOFTWARE = "pykvs"
 KEEPALIVE_TIMEOUT = 75.0  # seconds an idle connection is kept (both fronts)
@@ -217,23 +214,21 @@ class FrontProtocol(asyncio.BufferedProtocol):
         return self.front.receive_buffer  # shared: copied out in buffer_updated at once
 
     def buffer_updated(self, nbytes: int) -> None:
-        self.data_received(bytes(self.front.receive_buffer[:nbytes]))
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
-        self.front.connections.add(self)
-
-    def data_received(self, data: bytes) -> None:
+        received = self.front.receive_buffer[:nbytes]
         if self.inner is not None:
-            self.inner.data_received(data)
+            self.inner.data_received(bytes(received))
             return
-        self.buffer += data
+        self.buffer += received  # the one copy out of the shared buffer
         self.last_active = self.loop.time()
         if self.busy is None:
             self._next()
         elif len(self.buffer) > 2 * MAX_HEAD + self.front.server.config.limits.http_max_body:
             self.transport.pause_reading()  # type: ignore[union-attr]
             self.read_paused = True
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
+        self.front.connections.add(self)
 
     def eof_received(self) -> bool | None:
         if self.inner is not None:
@@ -369,13 +364,13 @@ class FrontProtocol(asyncio.BufferedProtocol):
         """Serve ``request``: a write on the leader is proposed at once and answered from its
         proposal's callback; anything else (and a write whose leader moved) runs
         ``kv.serve`` in a task."""
+        kv_request = self._kv_request(request)
         if request.method != "GET":
-            kv_request = self._kv_request(request)
             self.busy = PROPOSED
             try:
                 proposed = kv.write_nowait(
                     kv_request, request.body,
-                    lambda reply, exc: self._answered(request, reply, exc))
+                    lambda reply, exc: self._answered(request, kv_request, reply, exc))
             except Exception as exc:  # bad input: the same answers as aiohttp's consul_errors
                 self._finish(request, error_reply(exc, request.method, request.target))
                 return
@@ -384,9 +379,10 @@ class FrontProtocol(asyncio.BufferedProtocol):
                 front.proposed += 1
                 front.no_writes.clear()
                 return
-        self.busy = self.loop.create_task(self._serve(request))
+        self.busy = self.loop.create_task(self._serve(request, kv_request))
 
-    def _answered(self, request: _Request, reply: Reply | None, exc: Exception | None) -> None:
+    def _answered(self, request: _Request, kv_request: kv.KVRequest, reply: Reply | None,
+                  exc: Exception | None) -> None:
         front = self.front
         front.proposed -= 1
         if not front.proposed:
@@ -394,7 +390,7 @@ class FrontProtocol(asyncio.BufferedProtocol):
         if exc is not None:
             self._finish(request, error_reply(exc, request.method, request.target))
         elif reply is None:  # leadership moved before anything was applied: forward it
-            self.busy = self.loop.create_task(self._serve(request))
+            self.busy = self.loop.create_task(self._serve(request, kv_request))
         else:
             self._finish(request, reply)
 
@@ -407,9 +403,9 @@ class FrontProtocol(asyncio.BufferedProtocol):
         return kv.KVRequest(self.front.server, request.method, request.key, request.query,
                             token_in(request.query, request.headers), len(body), read)
 
-    async def _serve(self, request: _Request) -> None:
+    async def _serve(self, request: _Request, kv_request: kv.KVRequest) -> None:
         try:
-            reply = await kv.serve(self._kv_request(request))
+            reply = await kv.serve(kv_request)
         except Exception as exc:  # the same answers as aiohttp's consul_errors
             reply = error_reply(exc, request.method, request.target)
         self._finish(request, reply)
