@@ -10,7 +10,6 @@ Consul's.
 
 from __future__ import annotations
 
-import logging
 import ssl
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
@@ -20,7 +19,7 @@ from aiohttp import web
 from pykvs import ui
 from pykvs.http import acl, kv, operator, session, snapshot, txn
 from pykvs.http import limits as http_limits
-from pykvs.http.common import SERVER_KEY
+from pykvs.http.common import SERVER_KEY, text_reply
 from pykvs.http.errors import error_reply
 from pykvs.http.front import KEEPALIVE_TIMEOUT, SERVER_SOFTWARE, FastFront
 
@@ -28,8 +27,6 @@ if TYPE_CHECKING:
     from pykvs.server.server import Server
 
 __all__ = ["HTTPServer", "make_app", "start"]
-
-log = logging.getLogger(__name__)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -54,19 +51,18 @@ ROUTES: list[tuple[str, tuple[str, ...], Handler]] = [
 ]
 
 
-def _text(status: int, reason: str, headers: dict[str, str] | None = None) -> web.Response:
-    return web.Response(status=status, text=reason, headers=headers)
-
-
 @web.middleware
 async def consul_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Errors as Consul's agent/http.go writes them (http/errors.py), and aiohttp's own
+    routing refusals in Consul's words."""
     try:
         return await handler(request)
     except web.HTTPMethodNotAllowed as exc:
         allow = ",".join(["OPTIONS", *sorted(exc.allowed_methods)])
-        return _text(405, f"method {request.method} not allowed", {"Allow": allow})
+        return text_reply(405, f"method {request.method} not allowed",
+                          {"Allow": allow}).response()
     except web.HTTPNotFound:
-        return _text(404, f"Invalid URL path: no endpoint at {request.path!r}")
+        return text_reply(404, f"Invalid URL path: no endpoint at {request.path!r}").response()
     except web.HTTPException:
         raise
     except Exception as exc:

@@ -68,10 +68,6 @@ def uint_in(query: Mapping[str, str], name: str) -> int:
         raise HTTPError(400, f"Invalid {name}: {exc}") from None
 
 
-def datacenter(request: web.Request) -> str:
-    return request.query.get("dc") or server_of(request).config.datacenter
-
-
 def token_of(request: web.Request) -> str:
     return token_in(request.query, request.headers)
 

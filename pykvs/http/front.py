@@ -140,11 +140,13 @@ class FastFront:
     def __call__(self) -> FrontProtocol:
         return FrontProtocol(self)
 
-    def aiohttp_count(self) -> int:
-        """aiohttp's open connections (HTTPS, and those handed off). Its ``connections``
-        property copies them into a list: read the dict behind it when it is there."""
+    def open_connections(self) -> int:
+        """Every open HTTP connection: the fast front's and aiohttp's (HTTPS, and those
+        handed off, which are in both). aiohttp's ``connections`` property copies them
+        into a list: read the dict behind it when it is there."""
         table = getattr(self.aiohttp_protocol, "_connections", None)
-        return len(table) if table is not None else len(self.aiohttp_protocol.connections)
+        aiohttp = len(table) if table is not None else len(self.aiohttp_protocol.connections)
+        return len(self.connections) + aiohttp - self.handed_off
 
     async def listen(self, host: str, port: int) -> asyncio.Server:
         loop = asyncio.get_running_loop()
@@ -335,8 +337,7 @@ class FrontProtocol(asyncio.BufferedProtocol):
         length = int(length_text)
         front = self.front
         limits = front.server.config.limits
-        open_connections = len(front.connections) + front.aiohttp_count() - front.handed_off
-        if length > limits.http_max_body or open_connections > limits.http_max_conns:
+        if length > limits.http_max_body or front.open_connections() > limits.http_max_conns:
             return _HAND_OFF  # aiohttp's limits middleware answers 413 / 503
         query: dict[str, str] = {}
         if raw_query:

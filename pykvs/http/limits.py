@@ -38,9 +38,8 @@ class OpenConnections:
         self.front = front
 
     def __len__(self) -> int:
-        if self.front is not None:  # a handed-off connection is in both
-            front = self.front
-            return len(front.connections) + front.aiohttp_count() - front.handed_off
+        if self.front is not None:
+            return self.front.open_connections()
         return len(self.server.connections) if self.server is not None else 0
 
 
