@@ -117,8 +117,9 @@ async def _start_http(server: Server, host: str, port: int, https_port: int | No
     return handle, f"{handle.address} https={handle.https_address}"
 
 
-# Under load the agent allocates a few dozen short-lived objects per request, and the default
-# gen-0 threshold (700) ran the cyclic collector thousands of times a second. Measured (A/B,
+# Under load the agent allocates a few dozen short-lived objects per request; with the default
+# gen-0 threshold (700) the cyclic collector ran 144 times in 4.5 s of HTTP puts (64 in
+# flight), the longest pause 17.9 ms; with these, not once. Measured (A/B,
 # 1 agent, 64 HTTP puts in flight, medians of 4): 7,196 -> 7,547 puts/s in one run, no
 # difference beyond the noise (+-10 %) in another: a small gain, kept because it costs nothing.
 AGENT_GC_THRESHOLDS = (50_000, 20, 100)
