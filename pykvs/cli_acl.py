@@ -86,13 +86,21 @@ def _policy_id(ns: argparse.Namespace) -> str:
     return str(policy["ID"])
 
 
+def _call(ns: argparse.Namespace, failure: str, method: str, path: str,
+          body: dict[str, Any] | None = None, *, read: bool = False) -> Any:
+    """``method path`` on the agent (``body`` as JSON); a failure is reported as
+    ``failure: <why>``, as the consul CLI words it."""
+    data = json.dumps(body).encode() if body is not None else None
+    try:
+        return client_from(ns).json(method, path, body=data, read=read)
+    except CommandError as exc:
+        raise CommandError(f"{failure}: {exc}") from None
+
+
 # ----------------------------------------------------------------------------- commands
 def acl_bootstrap(ns: argparse.Namespace, out: TextIO) -> int:
     _positional(ns, 0)
-    try:
-        token = client_from(ns).json("PUT", "/v1/acl/bootstrap")
-    except CommandError as exc:
-        raise CommandError(f"Failed ACL bootstrapping: {exc}") from None
+    token = _call(ns, "Failed ACL bootstrapping", "PUT", "/v1/acl/bootstrap")
     return _show(ns, out, token, format_token(token))
 
 
@@ -101,19 +109,14 @@ def policy_create(ns: argparse.Namespace, out: TextIO) -> int:
     if not ns.name:
         raise CommandError("Missing required '-name' flag")
     body = {"Name": ns.name, "Description": ns.description, "Rules": _rules(ns.rules)}
-    try:
-        policy = client_from(ns).json("PUT", "/v1/acl/policy", body=json.dumps(body).encode())
-    except CommandError as exc:
-        raise CommandError(f"Failed to create new policy: {exc}") from None
+    policy = _call(ns, "Failed to create new policy", "PUT", "/v1/acl/policy", body)
     return _show(ns, out, policy, format_policy(policy))
 
 
 def policy_list(ns: argparse.Namespace, out: TextIO) -> int:
     _positional(ns, 0)
-    try:
-        policies = client_from(ns).json("GET", "/v1/acl/policies", read=True) or []
-    except CommandError as exc:
-        raise CommandError(f"Failed to retrieve the policy list: {exc}") from None
+    policies = _call(ns, "Failed to retrieve the policy list", "GET", "/v1/acl/policies",
+                     read=True) or []
     pretty = "".join(
         f"{p['Name']}:\n" + _rows([("ID", p["ID"]), ("Description", p.get("Description", "")),
                                   ("Datacenters", ", ".join(p.get("Datacenters") or []))],
@@ -125,20 +128,15 @@ def policy_list(ns: argparse.Namespace, out: TextIO) -> int:
 def policy_read(ns: argparse.Namespace, out: TextIO) -> int:
     _positional(ns, 0)
     policy_id = _policy_id(ns)
-    try:
-        policy = client_from(ns).json("GET", f"/v1/acl/policy/{policy_id}", read=True)
-    except CommandError as exc:
-        raise CommandError(f"Error reading policy {policy_id!r}: {exc}") from None
+    policy = _call(ns, f"Error reading policy {policy_id!r}", "GET",
+                   f"/v1/acl/policy/{policy_id}", read=True)
     return _show(ns, out, policy, format_policy(policy))
 
 
 def policy_delete(ns: argparse.Namespace, out: TextIO) -> int:
     _positional(ns, 0)
     policy_id = _policy_id(ns)
-    try:
-        client_from(ns).json("DELETE", f"/v1/acl/policy/{policy_id}")
-    except CommandError as exc:
-        raise CommandError(f"Error deleting policy {policy_id!r}: {exc}") from None
+    _call(ns, f"Error deleting policy {policy_id!r}", "DELETE", f"/v1/acl/policy/{policy_id}")
     out.write(f"Policy {policy_id!r} deleted successfully\n")
     return 0
 
@@ -154,19 +152,14 @@ def token_create(ns: argparse.Namespace, out: TextIO) -> int:
         body["SecretID"] = ns.secret
     if ns.expires_ttl:
         body["ExpirationTTL"] = ns.expires_ttl
-    try:
-        token = client_from(ns).json("PUT", "/v1/acl/token", body=json.dumps(body).encode())
-    except CommandError as exc:
-        raise CommandError(f"Failed to create new token: {exc}") from None
+    token = _call(ns, "Failed to create new token", "PUT", "/v1/acl/token", body)
     return _show(ns, out, token, format_token(token))
 
 
 def token_list(ns: argparse.Namespace, out: TextIO) -> int:
     _positional(ns, 0)
-    try:
-        tokens = client_from(ns).json("GET", "/v1/acl/tokens", read=True) or []
-    except CommandError as exc:
-        raise CommandError(f"Failed to retrieve the token list: {exc}") from None
+    tokens = _call(ns, "Failed to retrieve the token list", "GET", "/v1/acl/tokens",
+                   read=True) or []
     return _show(ns, out, tokens, "\n".join(format_token(t) for t in tokens))
 
 
@@ -175,10 +168,7 @@ def token_read(ns: argparse.Namespace, out: TextIO) -> int:
     if not ns.id and not ns.self:
         raise CommandError("Must specify the -id parameter")
     path = "/v1/acl/token/self" if ns.self else f"/v1/acl/token/{ns.id}"
-    try:
-        token = client_from(ns).json("GET", path, read=True)
-    except CommandError as exc:
-        raise CommandError(f"Error reading token {ns.id or 'self'!r}: {exc}") from None
+    token = _call(ns, f"Error reading token {ns.id or 'self'!r}", "GET", path, read=True)
     return _show(ns, out, token, format_token(token))
 
 
@@ -186,10 +176,7 @@ def token_delete(ns: argparse.Namespace, out: TextIO) -> int:
     _positional(ns, 0)
     if not ns.id:
         raise CommandError("Must specify the -id parameter")
-    try:
-        client_from(ns).json("DELETE", f"/v1/acl/token/{ns.id}")
-    except CommandError as exc:
-        raise CommandError(f"Error deleting token {ns.id!r}: {exc}") from None
+    _call(ns, f"Error deleting token {ns.id!r}", "DELETE", f"/v1/acl/token/{ns.id}")
     out.write(f"Token {ns.id!r} deleted successfully\n")
     return 0
 
