@@ -399,6 +399,51 @@ def test_propose_nowait_is_apply_without_a_coroutine(tmp_path: Path) -> None:
     scenario(tmp_path, body)
 
 
+def test_committed_entries_are_applied_while_the_next_write_syncs(tmp_path: Path) -> None:
+    """Under a steady stream of writes the leader queues each Ready's log write before it
+    applies the entries an earlier write made durable, so applying overlaps the fsync. (It
+    used to apply first and only then start the write: the disk idled while the loop applied,
+    and one agent did 13,082 against 14,698 puts/s.)"""
+
+    async def body(c: Cluster) -> None:
+        await c.found(1)
+        server = await c.wait_leader()
+        node, storage = server.node, server.storage
+        assert node is not None and storage is not None
+        syncing: set[asyncio.Future[None]] = set()
+        overlaps: list[int] = []
+        save_async, apply_batch = storage.log.save_async, server.fsm.apply_batch
+
+        def recording_save(hard_state: Any, entries: Any, snapshot: Any = None) -> Any:
+            fut = save_async(hard_state, entries, snapshot)
+            if entries:
+                syncing.add(fut)
+                fut.add_done_callback(syncing.discard)
+            return fut
+
+        def recording_apply(entries: Any, results_for: Any = None) -> list[Any]:
+            entries = list(entries)
+            if syncing:
+                overlaps.append(len(entries))
+            return apply_batch(entries, results_for)
+
+        storage.log.save_async = recording_save  # type: ignore[method-assign]
+        server.fsm.apply_batch = recording_apply  # type: ignore[method-assign]
+        pending: list[asyncio.Future[Any]] = []
+        for i in range(2_000):  # a bounded stream: a few proposals, then a turn of the loop
+            future = node.propose_nowait(kv_command("set", b"s%d" % i, b"v"))
+            assert future is not None
+            pending.append(future)
+            if i % 8 == 7:
+                await asyncio.sleep(0)
+                if overlaps:
+                    break
+        assert all(r is True for r in await asyncio.gather(*pending))
+        assert overlaps, "no entries were applied while a later write was syncing"
+
+    scenario(tmp_path, body)
+
+
 def test_leader_failover_and_restart_catch_up(tmp_path: Path) -> None:
     async def body(c: Cluster) -> None:
         await c.found(3)
