@@ -19,5 +19,7 @@ T = TypeVar("T")
 
 async def wait_for(aw: Awaitable[T], timeout: float | None) -> T:
     """Await ``aw`` for at most ``timeout`` seconds (None: no limit); raises TimeoutError."""
+    if timeout is None:  # asyncio.timeout() would cost two getpid() calls for nothing
+        return await aw
     async with asyncio.timeout(timeout):
         return await aw

@@ -4,10 +4,12 @@
 # Prints each run and the medians of puts/s and of the agent's CPU per put (from /proc).
 #
 #   bench/peers/ab_agent.sh [REV=HEAD] [ROUNDS=4] [SECS=4]
+#   TARGET=pykvs-rpc: msgpack-RPC (pipelined on one connection) instead of HTTP.
 #   A_ENV / B_ENV: extra environment for the A / B agent (e.g. B_ENV="PYTHONPATH=...").
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 REV=${1:-HEAD}; ROUNDS=${2:-4}; SECS=${3:-4}
+TARGET=${TARGET:-pykvs-http}
 TREE=$(pwd)
 BASE=$(mktemp -d /tmp/pykvs-ab-base.XXXX)
 OUT=$(mktemp /tmp/pykvs-ab.XXXX)
@@ -15,16 +17,23 @@ trap 'rm -rf "$BASE" "$OUT"' EXIT
 git archive "$REV" | tar -x -C "$BASE"
 cp pykvs/_cradix*.so "$BASE/pykvs/"  # the C extension as built here (csrc/ unchanged between A and B)
 
+free_port() {
+  python -c "import socket; s=socket.socket(); s.bind(('127.0.0.1',0)); print(s.getsockname()[1])"
+}
+
 run() {  # label, source tree, extra env
   local dir; dir=$(mktemp -d /tmp/pykvs-ab-run.XXXX)
-  local port; port=$(python -c "import socket; s=socket.socket(); s.bind(('127.0.0.1',0)); print(s.getsockname()[1])")
+  local port rpc_port
+  port=$(free_port); rpc_port=$(free_port)
   (cd /tmp && env PYTHONPATH="$2" $3 python -m pykvs.cli agent --node ab --data-dir "$dir/d" \
-      --http-port "$port" --rpc-port 0 --log-level warn > "$dir/agent.log" 2>&1 &)
+      --http-port "$port" --rpc-port "$rpc_port" --log-level warn > "$dir/agent.log" 2>&1 &)
   for _ in $(seq 100); do
     curl -sf "127.0.0.1:$port/v1/status/leader" | grep -q . && break; sleep 0.1
   done
   local pid; pid=$(pgrep -f "data-dir $dir/d")
-  python bench/peers/loadgen.py pykvs-http put --addr "127.0.0.1:$port" --in-flight 64 \
+  local addr="127.0.0.1:$port"
+  [ "$TARGET" = pykvs-rpc ] && addr="127.0.0.1:$rpc_port"
+  python bench/peers/loadgen.py "$TARGET" put --addr "$addr" --in-flight 64 \
       --duration "$SECS" --server-pid "$pid" | python -c "import json, sys
 d = json.load(sys.stdin)
 print('$1', round(d['ops_per_s']), round(1e6 * d['server_cpu_s'] / (d['ops_per_s'] * $SECS)))"

@@ -237,6 +237,7 @@ class RPCServer:
         host = str(peer[0]) if isinstance(peer, tuple) and peer else "?"
         counted = self.blocking is not None and not self.uncounted(host)
         write_lock = asyncio.Lock()
+        loop = asyncio.get_running_loop()  # once: each call makes a getpid() system call
         in_flight: set[asyncio.Task[None]] = set()
         slots = asyncio.Semaphore(self.max_in_flight_per_conn)
 
@@ -289,9 +290,7 @@ class RPCServer:
                     continue
                 assert req_id is not None and method is not None
                 await slots.acquire()
-                child = asyncio.get_running_loop().create_task(
-                    run(req_id, method, self.handlers[method], args)
-                )
+                child = loop.create_task(run(req_id, method, self.handlers[method], args))
                 in_flight.add(child)
                 child.add_done_callback(in_flight.discard)
         except asyncio.CancelledError:
@@ -323,6 +322,7 @@ class RPCClient:
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
         self._read_task: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop  # the connection's, set as it connects
         self._connect_lock = asyncio.Lock()
         self.closed = False
 
@@ -339,9 +339,9 @@ class RPCClient:
                     asyncio.open_connection(self.host, self.port, ssl=self.ssl),
                     self.connect_timeout)
                 self._reader = reader
-                self._read_task = asyncio.get_running_loop().create_task(
-                    self._read_responses(reader)
-                )
+                # Kept for call(): asyncio.get_running_loop() makes a getpid() system call.
+                self._loop = asyncio.get_running_loop()
+                self._read_task = self._loop.create_task(self._read_responses(reader))
             assert self._writer is not None
             return self._writer
 
@@ -383,7 +383,7 @@ class RPCClient:
         """Send one request and wait for its result; raises RPCError for a remote error."""
         writer = await self._ensure_connected()
         req_id = next(self._ids)
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[Any] = self._loop.create_future()
         self._pending[req_id] = future
         body = _pack([req_id, method, dict(args or {})])
         if len(body) > self.max_frame:

@@ -558,13 +558,14 @@ class Server:
         """Run ``endpoint`` again while it says leadership moved, up to the hold time."""
 
         async def handler(args: dict[str, Any]) -> Any:
-            loop = asyncio.get_running_loop()
-            deadline = loop.time() + self.config.rpc_hold_timeout
+            # time.monotonic(), not the loop's clock: asyncio.get_running_loop() makes a
+            # getpid() system call, and this runs for every RPC.
+            deadline = time.monotonic() + self.config.rpc_hold_timeout
             while True:
                 try:
                     return await endpoint(args)
                 except _Retry:
-                    if loop.time() >= deadline:
+                    if time.monotonic() >= deadline:
                         raise RPCError(NO_LEADER) from None
                     await asyncio.sleep(self._stagger())
 
@@ -583,8 +584,7 @@ class Server:
             if self.node is None:
                 raise RPCError(NO_LEADER)
             return False, None
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.config.rpc_hold_timeout
+        deadline = time.monotonic() + self.config.rpc_hold_timeout  # see _retrying
         while True:
             node = self.node
             if node is not None and node.is_leader():
@@ -599,7 +599,7 @@ class Server:
                                        f"write's outcome is unknown") from None
                 except OSError as exc:  # could not connect: nothing was sent
                     log.debug("forward %s to %s: %s", method, address, exc)
-            if loop.time() >= deadline:
+            if time.monotonic() >= deadline:
                 raise RPCError(NO_LEADER)
             await asyncio.sleep(self._stagger())
 
