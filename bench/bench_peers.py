@@ -12,6 +12,9 @@ PySyncObj cannot). Each workload is one run of a load-generator process for
 ``PYKVS_PEERS_SECONDS`` (default 3) after a 0.5 s warm-up; its JSON report (throughput,
 latency percentiles and histogram, the generator's own CPU and the servers' CPU) is kept in
 ``extra_info`` and written to ``PYKVS_PEERS_OUT`` (default bench/peers/out/) for the plots.
+The put x64 targets are also judged on ``PYKVS_PEERS_ROUNDS`` (default 5) alternated rounds
+with both stores up (``test_put_x64_interleaved``), because the VM's speed drifts between
+single runs minutes apart.
 Figures and findings: bench/PEERS.md.
 """
 
@@ -20,6 +23,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -48,6 +52,7 @@ OUT = Path(os.environ.get("PYKVS_PEERS_OUT", HERE / "peers" / "out"))
 SECONDS = float(os.environ.get("PYKVS_PEERS_SECONDS", "3"))
 WATCHERS = int(os.environ.get("PYKVS_PEERS_WATCHERS", "10000"))
 RESTART_KEYS = int(os.environ.get("PYKVS_PEERS_RESTART_KEYS", "1000000"))
+ROUNDS = int(os.environ.get("PYKVS_PEERS_ROUNDS", "5"))
 
 HAVE_GRPC = importlib.util.find_spec("grpc") is not None
 HAVE_PYSYNCOBJ = importlib.util.find_spec("pysyncobj") is not None
@@ -85,9 +90,9 @@ def run_json(args: list[str], timeout: float) -> dict[str, Any]:
 
 
 def loadgen(target: str, op: str, address: str, pids: list[int], in_flight: int = 1,
-            *extra: str) -> dict[str, Any]:
+            *extra: str, seconds: float = SECONDS) -> dict[str, Any]:
     args = [str(LOADGEN), target, op, "--addr", address, "--in-flight", str(in_flight),
-            "--duration", str(SECONDS), *extra]
+            "--duration", str(seconds), *extra]
     for pid in pids:
         args += ["--server-pid", str(pid)]
     return run_json(args, timeout=SECONDS * 20 + 120)
@@ -160,6 +165,59 @@ def test_kv(benchmark: Any, clusters: Clusters, case: tuple[Any, ...]) -> None:
                                 rounds=1, iterations=1)
     record(benchmark, _case_id(case), {**result, "store": store, "protocol": protocol,
                                        "servers": size})
+
+
+# ------------------------------------------------------------------------------ interleaved
+@pytest.mark.parametrize("size", [pytest.param(1, id="1srv"), pytest.param(3, id="3srv")])
+@needs_etcd
+@needs_grpc
+def test_put_x64_interleaved(benchmark: Any, clusters: Clusters, tmp_path: Path,
+                             size: int) -> None:
+    """The put x64 targets, judged on alternated rounds. The single runs above measure pykvs
+    and etcd minutes apart, and this VM's speed drifts between them (etcd's HTTP x64 moved
+    between 8,116 and 11,387/s from one complete run to the next). Here both clusters are up
+    at once (the idle one only heartbeats) and each round runs pykvs HTTP, etcd HTTP, pykvs
+    RPC, etcd gRPC for ``PYKVS_PEERS_SECONDS`` each, in reversed order every other round. The
+    report keeps every round's figures, each round's ratios and their medians."""
+    clusters.close()
+    for store in ("pykvs", "etcd"):
+        (tmp_path / store).mkdir()
+    pykvs, etcd = PykvsCluster(size, tmp_path / "pykvs"), EtcdCluster(size, tmp_path / "etcd")
+    try:
+        targets = [("pykvs-http", pykvs, "http"), ("etcd-http", etcd, "http"),
+                   ("pykvs-rpc", pykvs, "rpc"), ("etcd-grpc", etcd, "rpc")]
+
+        def one(target: str, cluster: Cluster, protocol: str) -> float:
+            leader = cluster.leader()
+            address = leader.http if protocol == "http" else leader.rpc
+            result = loadgen(target, "put", address, cluster.pids(), 64)
+            assert result.get("errors", 0) == 0, f"{target}: {result.get('first_errors')}"
+            return float(result["ops_per_s"])
+
+        def rounds() -> dict[str, list[float]]:
+            figures: dict[str, list[float]] = {t[0]: [] for t in targets}
+            for r in range(ROUNDS):
+                for target in (targets if r % 2 == 0 else targets[::-1]):
+                    figures[target[0]].append(one(*target))
+            return figures
+
+        figures = benchmark.pedantic(rounds, rounds=1, iterations=1)
+    finally:
+        pykvs.close()
+        etcd.close()
+    http = [a / b for a, b in zip(figures["pykvs-http"], figures["etcd-http"], strict=True)]
+    rpc = [a / b for a, b in zip(figures["pykvs-rpc"], figures["etcd-grpc"], strict=True)]
+    report = {"servers": size, "rounds": ROUNDS, "seconds": SECONDS, "ops_per_s": figures,
+              "http_ratios": http, "rpc_ratios": rpc,
+              "http_ratio_median": statistics.median(http),
+              "rpc_ratio_median": statistics.median(rpc)}
+    name = f"interleaved-{size}srv-put-x64"
+    OUT.mkdir(parents=True, exist_ok=True)
+    (OUT / f"{name}.json").write_text(json.dumps({"name": name, **report}))
+    benchmark.extra_info.update(report)
+    print(f"\n{name}: HTTP ratios {' '.join(f'{x:.2f}' for x in http)} "
+          f"(median {report['http_ratio_median']:.2f}); RPC ratios "
+          f"{' '.join(f'{x:.2f}' for x in rpc)} (median {report['rpc_ratio_median']:.2f})")
 
 
 # ------------------------------------------------------------------------------ embedded

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import sys
 from pathlib import Path
 from typing import Any
@@ -84,6 +85,22 @@ def table(runs: dict[str, dict[str, Any]]) -> str:
         lines.append(f"| {mine.removeprefix('pykvs-')} | {_fmt(a[field])}/s | {lat(a)} | "
                      f"{theirs.split('-1srv')[0].split('-3srv')[0]} {_fmt(b[field])}/s | "
                      f"{lat(b)} | {ratio:.2f}x | {verdict} | {gen} |")
+    for servers in (1, 3):
+        inter = runs.get(f"interleaved-{servers}srv-put-x64")
+        if inter is None:
+            continue
+        ops = inter["ops_per_s"]
+        for mine, theirs, key, target in (("pykvs-http", "etcd-http", "http", TARGETS[
+                f"pykvs-http-{servers}srv-put-x64"]), ("pykvs-rpc", "etcd-grpc", "rpc", TARGETS[
+                f"pykvs-rpc-{servers}srv-put-x64"])):
+            ratio = inter[f"{key}_ratio_median"]
+            met = "met" if ratio >= target else "**missed**"
+            rounds = ", ".join(f"{r:.2f}" for r in inter[f"{key}_ratios"])
+            lines.append(f"| {key}-{servers}srv-put-x64, {inter['rounds']} alternated rounds "
+                         f"(ratios {rounds}) | median {_fmt(statistics.median(ops[mine]))}/s | | "
+                         f"{theirs.split('-')[0]}-{theirs.split('-')[1]} median "
+                         f"{_fmt(statistics.median(ops[theirs]))}/s | | {ratio:.2f}x (median of "
+                         f"rounds) | >= {target}x {met} | |")
     watch = runs.get("pykvs-http-1srv-watch")
     if watch:
         # The issue times the wake from the commit. The write's acknowledgement leaves the
@@ -105,9 +122,12 @@ def table(runs: dict[str, dict[str, Any]]) -> str:
 
 
 def series(runs: dict[str, dict[str, Any]]) -> dict[str, list[tuple[int, float]]]:
-    """Write throughput by writes in flight, one series per store, protocol and size."""
+    """Write throughput by writes in flight, one series per store, protocol and size (from
+    the single runs; the interleaved rounds are in the table)."""
     lines: dict[str, list[tuple[int, float]]] = {}
     for name, run in runs.items():
+        if name.startswith("interleaved-"):
+            continue
         for op, in_flight in (("put-x1", 1), ("put-sync-x1", 1), ("put-x64", 64)):
             if name.endswith(f"-{op}") and not (op == "put-x1" and "embedded" in name):
                 label = name.removesuffix(f"-{op}")
