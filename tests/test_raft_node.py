@@ -263,6 +263,64 @@ def test_automatic_snapshot_compacts_the_log(tmp_path: Path) -> None:
     scenario(tmp_path, body, snapshot_threshold=50, trailing_entries=10)
 
 
+def test_propose_nowait_hands_the_outcome_to_on_done_from_the_ready_loop(
+        tmp_path: Path) -> None:
+    """The fast HTTP front's writes: ``on_done`` gets each outcome, in log order, as its
+    entry applies; one that raises is logged and changes nothing for the others; a close
+    fails (or has applied) what is left, never leaving it pending."""
+    async def body(c: Cluster) -> None:
+        await c.found(1)
+        node = c.servers["n1"].node
+        assert node is not None
+        seen: list[tuple[int, Any]] = []
+
+        def recorder(n: int) -> Callable[[Any], None]:
+            def on_done(done: Any) -> None:
+                seen.append((n, done.exception() or done.result()))
+                if n == 1:
+                    raise RuntimeError("a caller's bug")
+            return on_done
+
+        completions = [node.propose_nowait(kv_command("cas", b"a", b"%d" % n, index=0),
+                                           recorder(n)) for n in range(3)]
+        assert not any(done.done() for done in completions if done is not None)
+        await node.barrier()
+        # Only the first CAS of a new key wins; the failing callback did not stop the node.
+        assert seen == [(0, True), (1, False), (2, False)]
+        assert c.servers["n1"].value(b"a") == b"0"
+        assert await node.apply(kv_command("set", b"b", b"1")) is True
+        pending = node.propose_nowait(kv_command("set", b"c", b"1"), recorder(3))
+        await node.close()
+        assert pending is not None and pending.done()
+        assert isinstance(seen[-1][1], NodeClosedError) or seen[-1] == (3, True)
+
+    scenario(tmp_path, body)
+
+
+def test_automatic_snapshots_by_entry_count_wait_for_the_snapshot_interval(
+        tmp_path: Path) -> None:
+    """Under a steady write load the entry threshold is passed again and again; as Consul's
+    raft_snapshot_interval, a second snapshot by entry count waits for the interval (the
+    first one does not), so the state is not rewritten and the log compacted many times a
+    second."""
+    async def body(c: Cluster) -> None:
+        await c.found(1)
+        node = c.servers["n1"].node
+        assert node is not None
+        for i in range(30):
+            await node.apply(kv_command("set", b"k%d" % i, b"v"))
+        await until(lambda: node.stats()["snapshots_taken"] >= 1, "a first snapshot")
+        await until(lambda: node._snapshot_task is None, "the snapshot in flight to finish")
+        for i in range(60):  # three thresholds more, each checked as its entries apply
+            await node.apply(kv_command("set", b"k%d" % i, b"w"))
+        assert node._snapshot_task is None
+        assert node.stats()["snapshots_taken"] == 1
+        node._last_snapshot_at -= 3600  # the interval has passed: the next check snapshots
+        await until(lambda: node.stats()["snapshots_taken"] >= 2, "a second snapshot")
+
+    scenario(tmp_path, body, snapshot_threshold=20, snapshot_interval=3600)
+
+
 def test_automatic_snapshot_by_payload_bytes_bounds_what_a_restart_replays(
         tmp_path: Path) -> None:
     """Few large entries (a 64-op transaction is one entry of ~8 KiB) pass
@@ -320,6 +378,9 @@ def test_node_config_refuses_a_snapshot_threshold_below_one() -> None:
     for field in ("snapshot_threshold", "snapshot_threshold_bytes"):
         with pytest.raises(ValueError, match=f"{field} must be at least 1, got 0"):
             NodeConfig("n1", **{field: 0})
+    for interval in (-1.0, float("nan")):
+        with pytest.raises(ValueError, match="snapshot_interval must be >= 0 seconds"):
+            NodeConfig("n1", snapshot_interval=interval)
 
 
 def test_a_failed_write_stops_the_node(tmp_path: Path) -> None:

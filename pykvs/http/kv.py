@@ -9,7 +9,6 @@ follower answers byte for byte what the leader does. Writes go through ``KVS.App
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
@@ -32,12 +31,12 @@ from pykvs.http.common import (
     write_args_of,
 )
 from pykvs.server.endpoints import list_keys
-from pykvs.server.rpc import RPCError
 from pykvs.server.server import RETRY
 from pykvs.state.entry import encode_entry
 
 if TYPE_CHECKING:
     from pykvs.acl import Authorizer
+    from pykvs.raft.node import Completion
     from pykvs.server.server import Server
     from pykvs.state.store import StateSnapshot
     from pykvs.state.watch import WatchSet
@@ -305,15 +304,8 @@ def write_nowait(request: KVRequest, body: bytes,
     if not server.writes_here(args):
         return False
     command, may_delete = server.endpoints.kvs_apply_command(args)
-    proposal = server.propose_nowait(command)
-    if proposal is None:
-        return False
 
-    def applied(done: asyncio.Future[Any]) -> None:
-        if done.cancelled():  # the node is closing
-            answer(None, RPCError("the server is shutting down; the write's outcome is "
-                                  "unknown"))
-            return
+    def applied(done: Completion) -> None:
         try:
             result = server.write_outcome(done, may_delete=may_delete)
             reply = None if result is RETRY else \
@@ -323,5 +315,4 @@ def write_nowait(request: KVRequest, body: bytes,
             return
         answer(reply, None)
 
-    proposal.add_done_callback(applied)
-    return True
+    return server.propose_nowait(command, applied) is not None

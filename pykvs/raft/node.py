@@ -35,8 +35,9 @@ replaced by another leader's fails it with ``ProposalDroppedError`` (it was not 
 failed durable write stops the node (``NodeFailedError``): a Raft server must not go on after
 its disk lied.
 
-Snapshots: when ``applied`` passes the last snapshot by ``snapshot_threshold`` entries, or the
-entries applied since it carry ``snapshot_threshold_bytes`` of payload (or on ``snapshot()``),
+Snapshots: when ``applied`` passes the last snapshot by ``snapshot_threshold`` entries (at most
+once per ``snapshot_interval`` seconds), or the entries applied since it carry
+``snapshot_threshold_bytes`` of payload (or on ``snapshot()``),
 the FSM's O(1) point-in-time copy is streamed into the SnapshotStore from a
 worker thread, and the log is compacted up to ``trailing_entries`` behind it. A follower that
 needs compacted entries receives the body in chunks on the transport's bulk lane
@@ -78,6 +79,7 @@ from pykvs.raft.types import Configuration, Entry, EntryType, HardState, Snapsho
 log = logging.getLogger(__name__)
 
 __all__ = [
+    "Completion",
     "ConfigChangeError",
     "LeadershipLostError",
     "NodeClosedError",
@@ -155,6 +157,11 @@ class NodeConfig:
     # ... or payload bytes of the entries applied since the last snapshot: bounds what a
     # restart replays when entries are large (a 64-op transaction is one entry of ~8 KiB).
     snapshot_threshold_bytes: int = 16 << 20
+    # Seconds from one automatic snapshot to the next one the entry count may start (Consul's
+    # raft_snapshot_interval, 5 s): under a steady write load a threshold of 8,192 entries
+    # would otherwise snapshot the whole state and compact the log twice a second. The
+    # payload-bytes threshold does not wait.
+    snapshot_interval: float = 5.0
     trailing_entries: int = 1024  # entries kept behind a snapshot for slow followers
     snapshot_send_timeout: float = 10.0  # seconds a bulk frame may wait for queue room
     read_timeout: float | None = None  # ReadIndex rounds; default: two election timeouts
@@ -174,6 +181,9 @@ class NodeConfig:
                              f"{self.snapshot_threshold_bytes}")
         if self.trailing_entries < 0:
             raise ValueError(f"trailing_entries must be >= 0, got {self.trailing_entries}")
+        if not self.snapshot_interval >= 0:
+            raise ValueError(f"snapshot_interval must be >= 0 seconds, got "
+                             f"{self.snapshot_interval}")
 
     @property
     def election_timeout(self) -> float:
@@ -181,10 +191,64 @@ class NodeConfig:
         return 2 * self.election_tick * self.tick_interval
 
 
+class Completion:
+    """The outcome of a ``propose_nowait(data, on_done)``: read like a done future, and handed
+    to ``on_done`` synchronously, in the Ready loop's pass that applies (or drops) the entry.
+
+    Why not an asyncio future: its done-callbacks each go through ``loop.call_soon`` (a Handle
+    made, queued and run a loop iteration later), and at tens of thousands of writes a second
+    that bookkeeping is a visible share of the loop. ``on_done`` must not block or raise (what
+    it raises is logged and dropped); it may propose again.
+    """
+
+    __slots__ = ("_done", "_exception", "_on_done", "_result")
+
+    def __init__(self, on_done: Callable[[Completion], None]) -> None:
+        self._on_done = on_done
+        self._done = False
+        self._result: Any = None
+        self._exception: BaseException | None = None
+
+    def done(self) -> bool:
+        return self._done
+
+    def cancelled(self) -> bool:
+        return False  # a closing node fails its proposals with NodeClosedError instead
+
+    def result(self) -> Any:
+        if not self._done:
+            raise asyncio.InvalidStateError("the proposal is not applied yet")
+        if self._exception is not None:
+            raise self._exception
+        return self._result
+
+    def exception(self) -> BaseException | None:
+        if not self._done:
+            raise asyncio.InvalidStateError("the proposal is not applied yet")
+        return self._exception
+
+    def set_result(self, result: Any) -> None:
+        self._result = result
+        self._finish()
+
+    def set_exception(self, exception: BaseException) -> None:
+        self._exception = exception
+        self._finish()
+
+    def _finish(self) -> None:
+        if self._done:
+            raise asyncio.InvalidStateError("the proposal already has an outcome")
+        self._done = True
+        try:
+            self._on_done(self)
+        except Exception:  # a caller's bug must not stop the Ready loop
+            log.exception("a proposal's on_done callback failed")
+
+
 @dataclass(slots=True)
 class _Proposal:
     term: int
-    future: asyncio.Future[Any]
+    future: asyncio.Future[Any] | Completion
 
 
 @dataclass
@@ -291,6 +355,7 @@ class RaftNode:
         self._snapshot_waiters: list[asyncio.Future[SnapshotMeta]] = []
         self._snapshot_task: asyncio.Task[None] | None = None
         self._snapshot_retry_at = 0.0  # after a failed automatic snapshot, wait before retrying
+        self._last_snapshot_at = -float("inf")  # monotonic start of the last automatic one
         # Payload bytes of the entries applied after the newest snapshot (taken or installed),
         # and of those a snapshot being written covers (given back if it fails).
         self._bytes_since_snapshot = 0
@@ -472,16 +537,26 @@ class RaftNode:
         self._check_command(data)
         return await self._propose(bytes(data), timeout)
 
-    def propose_nowait(self, data: bytes) -> asyncio.Future[Any] | None:
+    def propose_nowait(self, data: bytes, on_done: Callable[[Completion], None] | None = None,
+                       ) -> asyncio.Future[Any] | Completion | None:
         """``apply`` without a coroutine, for hot paths: proposes ``data`` now and returns the
         future of the FSM's result (it fails as ``apply`` raises). None while a user restore
         holds new entries back (``apply`` waits for it). Raises NotLeaderError off the leader.
+
+        With ``on_done``, the outcome is a :class:`Completion` instead, handed to ``on_done``
+        from the Ready loop as soon as it is known (no loop iteration in between).
         """
         self._check_command(data)
         if self._restore_gate is not None:
             return None
         core = self._require_core()
-        return self._register(core, core.propose(bytes(data)))
+        index = core.propose(bytes(data))
+        if on_done is None:
+            return self._register(core, index)
+        completion = Completion(on_done)
+        self._proposals[index] = _Proposal(core.term, completion)
+        self._wake()
+        return completion
 
     def _check_command(self, data: bytes) -> None:
         if not isinstance(data, bytes | bytearray | memoryview):
@@ -1034,9 +1109,11 @@ class RaftNode:
         if self._snapshot_task is not None or self._closing:
             return
         applied, base = core.applied_index, self._snapshot_index()
-        automatic = ((applied - base >= self.config.snapshot_threshold
-                      or self._bytes_since_snapshot >= self.config.snapshot_threshold_bytes)
-                     and time.monotonic() >= self._snapshot_retry_at)
+        config, now = self.config, time.monotonic()
+        by_count = (applied - base >= config.snapshot_threshold
+                    and now >= self._last_snapshot_at + config.snapshot_interval)
+        by_bytes = self._bytes_since_snapshot >= config.snapshot_threshold_bytes
+        automatic = (by_count or by_bytes) and now >= self._snapshot_retry_at
         if not (self._snapshot_waiters or automatic):
             return
         waiters, self._snapshot_waiters = self._snapshot_waiters, []
@@ -1052,6 +1129,8 @@ class RaftNode:
             return
         meta = core.snapshot_meta(applied)
         image = self._fsm.snapshot(meta.term)  # O(1) point-in-time copy of the state
+        if automatic:
+            self._last_snapshot_at = now
         self._bytes_in_snapshot, self._bytes_since_snapshot = self._bytes_since_snapshot, 0
         self._snapshot_task = asyncio.get_running_loop().create_task(
             self._finish_snapshot(meta, image, waiters), name=f"raft-snapshot {self.id}")

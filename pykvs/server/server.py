@@ -45,13 +45,14 @@ import uuid
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import lmdb
 
 from pykvs import fsm as fsm_module
 from pykvs.fsm import FSM
 from pykvs.raft.node import (
+    Completion,
     LeadershipLostError,
     NodeConfig,
     NotLeaderError,
@@ -654,19 +655,21 @@ class Server:
         return ((not datacenter or datacenter == self.config.datacenter)
                 and node is not None and node.is_leader())
 
-    def propose_nowait(self, command: bytes) -> asyncio.Future[Any] | None:
-        """``raft_apply`` without a coroutine (the fast HTTP front's writes): the future of
-        the proposal, to be read with ``write_outcome``; None when it must take the full path
-        (no node, not the leader any more, a restore holding new entries)."""
+    def propose_nowait(self, command: bytes, on_done: Callable[[Completion], None],
+                       ) -> Completion | None:
+        """``raft_apply`` without a coroutine (the fast HTTP front's writes): the proposal's
+        outcome goes to ``on_done`` from the Ready loop, to be read with ``write_outcome``;
+        None when it must take the full path (no node, not the leader any more, a restore
+        holding new entries)."""
         node = self.node
         if node is None:
             return None
         try:
-            return node.propose_nowait(command)
+            return cast(Completion | None, node.propose_nowait(command, on_done))
         except (NotLeaderError, ProposalDroppedError):
             return None
 
-    def write_outcome(self, proposal: asyncio.Future[Any], *, may_delete: bool = False) -> Any:
+    def write_outcome(self, proposal: Completion, *, may_delete: bool = False) -> Any:
         """The FSM's result of a ``propose_nowait`` future, or ``RETRY`` when nothing was
         applied and the request must run again (it then forwards); raises as ``raft_apply``."""
         exc = proposal.exception()
