@@ -50,6 +50,9 @@ def _agent_arguments(parser: argparse.ArgumentParser) -> None:
                         help="one server with a temporary data directory")
     parser.add_argument("--log-level", default="info", choices=agent.LOG_LEVELS,
                         help="log level (default: info)")
+    parser.add_argument("--event-loop", default="auto", choices=agent.EVENT_LOOPS,
+                        help="asyncio's loop or uvloop's (default: auto, uvloop when "
+                             "installed)")
     parser.add_argument("--rpc-hold-timeout", type=float, default=defaults.rpc_hold_timeout,
                         metavar="SECONDS",
                         help="how long a request waits for a leader (default: 7)")
@@ -121,6 +124,7 @@ def _run_agent(ns: argparse.Namespace) -> int:
         rpc_hold_timeout=ns.rpc_hold_timeout, max_value_size=ns.max_value_size,
         tls=tls, https_port=ns.https_port, limits=limits,
         acl_enabled=ns.acl_enabled, acl_default_policy=ns.acl_default_policy,
+        event_loop=ns.event_loop,
     )
     try:
         agent.parse_join_wan(config.join_wan)

@@ -5,6 +5,8 @@ load loses no acknowledged write. Every process is killed at the end of its test
 from __future__ import annotations
 
 import asyncio
+import http.client
+import importlib.util
 import os
 import signal
 import subprocess
@@ -32,9 +34,9 @@ class Agent:
                      "--rpc-hold-timeout", "5", *flags]
         self.log = open(root / f"{name}.log", "ab")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(self.args, stdout=subprocess.PIPE, stderr=self.log)
-        self.rpc = self._read_addresses(timeout=30)
+        self.rpc, self.http = self._read_addresses(timeout=30)
 
-    def _read_addresses(self, timeout: float) -> str:
+    def _read_addresses(self, timeout: float) -> tuple[str, str]:
         line: list[bytes] = []
         reader = threading.Thread(target=lambda: line.append(self.proc.stdout.readline()),
                                   daemon=True)  # type: ignore[union-attr]
@@ -43,7 +45,7 @@ class Agent:
         assert line and line[0], f"{self.name}: no start-up line (exit {self.proc.poll()})"
         fields = dict(part.split("=", 1) for part in line[0].decode().split())
         assert set(fields) == {"http", "rpc"}, line
-        return fields["rpc"]
+        return fields["rpc"], fields["http"]
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 20) -> int:
         if self.proc.poll() is None:
@@ -187,6 +189,44 @@ def test_two_datacenters_joined_by_join_wan(tmp_path: Path, agents: list[Agent])
             assert entry is not None and entry.value == b"hello"
 
     run(scenario())
+
+
+@pytest.mark.parametrize("event_loop", ["asyncio", "uvloop"])
+def test_agent_serves_on_either_event_loop(tmp_path: Path, agents: list[Agent],
+                                           event_loop: str) -> None:
+    """--event-loop: the default (auto) takes uvloop where it is installed, so the rest of
+    the suite runs on it; asyncio's own loop serves the same API (both fronts)."""
+    if event_loop == "uvloop":
+        pytest.importorskip("uvloop")
+    agent = Agent(tmp_path, "a1", "--event-loop", event_loop)
+    agents.append(agent)
+    host, port = agent.http.rsplit(":", 1)
+    connection = http.client.HTTPConnection(host, int(port), timeout=30)
+    try:
+        deadline = time.monotonic() + 30
+        while True:  # a write before the first election is refused (No cluster leader)
+            connection.request("PUT", "/v1/kv/loop/k", body=b"v1")
+            response = connection.getresponse()
+            body = response.read()
+            if response.status == 200 or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        assert (response.status, body) == (200, b"true")
+        connection.request("GET", "/v1/kv/loop/k?raw")  # fast front
+        response = connection.getresponse()
+        assert (response.status, response.read()) == (200, b"v1")
+        connection.request("GET", "/v1/kv/loop/?keys")  # aiohttp's front
+        response = connection.getresponse()
+        assert (response.status, response.read()) == (200, b'["loop/k"]')
+    finally:
+        connection.close()
+    assert agent.stop(signal.SIGTERM) == 0
+    assert f"event loop: {event_loop}" in (tmp_path / "a1.log").read_text()
+    auto = Agent(tmp_path, "a2")
+    agents.append(auto)
+    assert auto.stop(signal.SIGTERM) == 0
+    expected = "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"
+    assert f"event loop: {expected}" in (tmp_path / "a2.log").read_text()
 
 
 def test_bad_flags_exit_with_a_message(tmp_path: Path) -> None:
