@@ -9,7 +9,7 @@ from pathlib import Path
 from cffi import FFI
 
 HERE = Path(__file__).resolve().parent
-UNITS = ["radix", "transcode"]
+UNITS = ["radix", "transcode", "httphead"]
 
 ffibuilder = FFI()
 for unit in UNITS:

@@ -6,6 +6,8 @@ sorted-array model, then checks that nothing is left allocated.
 csrc/tests/transcode/: test_transcode.c checks exact outputs and every error status;
 fuzz_transcode.c compares random listings against a naive C reference and throws garbage at every
 entry point.
+csrc/tests/httphead/: test_httphead.c checks exact decisions, then fuzzes mutated request heads,
+each in a buffer of exactly its length, checking that every answer points inside the head.
 
 Each fuzz target runs for PYKVS_<UNIT>_FUZZ_SECONDS (default 3). Any failed check, sanitizer
 report or leak fails the test.
@@ -26,6 +28,7 @@ SANITIZER_MARKS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime e
 UNITS = {
     "radix": (("test_radix: ok",), ("fuzz_radix:", "rounds, ok")),
     "transcode": (("test_transcode: all checks passed",), ("fuzz_transcode:", "no failure")),
+    "httphead": (("test_httphead: exact cases ok",), ("test_httphead: fuzz", "no failure")),
 }
 
 

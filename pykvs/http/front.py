@@ -16,7 +16,6 @@ its replies in order). tests/test_http_front.py checks that both fronts answer a
 from __future__ import annotations
 
 import asyncio
-import re
 import time
 from email.utils import formatdate
 from http import HTTPStatus
@@ -25,6 +24,7 @@ from typing import TYPE_CHECKING, Any, cast
 from pykvs.http import kv
 from pykvs.http.common import Reply, token_in
 from pykvs.http.errors import error_reply
+from pykvs.httphead import parse_head
 
 if TYPE_CHECKING:
     from aiohttp import web
@@ -37,19 +37,6 @@ SERVER_SOFTWARE = "pykvs"
 KEEPALIVE_TIMEOUT = 75.0  # seconds an idle connection is kept (both fronts)
 MAX_HEAD = 8190  # request line plus headers; past this aiohttp answers (431/400)
 RECEIVE_BUFFER = 64 * 1024  # bytes one read takes from a socket
-# One match checks a whole request head of a fast shape: the request line (a key of these
-# characters means the same to both fronts: no escapes, no "+", no ";"), then header lines of
-# a token name, a colon and printable text. Anything else is aiohttp's to parse and answer.
-_HEAD = re.compile(
-    rb"(GET|PUT|DELETE) /v1/kv/([A-Za-z0-9_.~/:@!$'()*,-]*)(?:\?([A-Za-z0-9_.~/:@!$'()*,=&-]*))?"
-    rb" HTTP/1\.1\r\n(?:[!#$%&'*+.^_`|~0-9A-Za-z-]+:[ \t]*(?:[\x21-\x7e]+[ \t]*)*\r\n)*")
-# The headers the front reads, and those that make a request another shape.
-_WANTED_HEADERS = re.compile(
-    rb"\n(content-length|x-consul-token|authorization|connection|transfer-encoding|expect"
-    rb"|upgrade|content-encoding):[ \t]*((?:[\x21-\x7e]+(?:[ \t]+[\x21-\x7e]+)*)?)",
-    re.IGNORECASE)
-_HEADERS_OF_OTHER_SHAPES = frozenset(("transfer-encoding", "expect", "upgrade",
-                                      "content-encoding"))
 
 
 def _status_line(status: int) -> bytes:
@@ -309,57 +296,40 @@ class FrontProtocol(asyncio.BufferedProtocol):
 
     def _parse(self) -> _Request | object | None:
         """The first buffered request if it is of a fast shape (its bytes consumed),
-        ``_HAND_OFF`` if it is not, None while it is incomplete."""
+        ``_HAND_OFF`` if it is not, None while it is incomplete. The head's grammar is
+        checked in C (csrc/httphead.h); the server's limits and the query here."""
         buffer = self.buffer
-        end = buffer.find(b"\r\n\r\n")
-        if end < 0:
-            return _HAND_OFF if len(buffer) > MAX_HEAD else None
-        if end > MAX_HEAD:
+        head = parse_head(buffer, MAX_HEAD)
+        if head is None:
+            return None
+        if head is False:
             return _HAND_OFF
-        head = bytes(buffer[:end + 2])  # the request line and each header line, with CRLF
-        if not head.isascii():
-            return _HAND_OFF
-        match = _HEAD.fullmatch(head)
-        if match is None:
-            return _HAND_OFF
-        method, raw_key, raw_query = match.group(1, 2, 3)
-        if b"//" in raw_key or b"/." in raw_key or raw_key.startswith(b"."):
-            return _HAND_OFF  # path normalization is aiohttp's to decide
-        headers: dict[str, str] = {}
-        for name, value in _WANTED_HEADERS.findall(head):
-            lowered = name.decode().lower()
-            if lowered in headers or lowered in _HEADERS_OF_OTHER_SHAPES:
-                return _HAND_OFF
-            headers[lowered] = value.decode()
-        length_text = headers.get("content-length", "0")
-        if not length_text.isdigit():
-            return _HAND_OFF
-        length = int(length_text)
+        assert not isinstance(head, bool)
+        method, key, raw_query, length, token, authorization, close, start = head
         front = self.front
         limits = front.server.config.limits
         if length > limits.http_max_body or front.open_connections() > limits.http_max_conns:
             return _HAND_OFF  # aiohttp's limits middleware answers 413 / 503
         query: dict[str, str] = {}
         if raw_query:
-            for part in raw_query.decode().split("&"):
+            for part in raw_query.split("&"):
                 if not part:
                     continue
                 param, _, text = part.partition("=")
                 if param in query or param == "index":  # blocking queries have their limits
                     return _HAND_OFF
                 query[param] = text
-        connection = headers.get("connection", "keep-alive").lower()
-        if connection not in ("keep-alive", "close"):
-            return _HAND_OFF
-        start = end + 4
         if len(buffer) < start + length:
             return None
         body = bytes(buffer[start:start + length])
         del buffer[:start + length]
-        target = raw_key.decode()
-        return _Request(method.decode(), f"/v1/kv/{target}?{raw_query.decode()}"
-                        if raw_query is not None else f"/v1/kv/{target}", target,
-                        query, headers, body, connection == "close")
+        headers: dict[str, str] = {}
+        if token is not None:
+            headers["x-consul-token"] = token
+        if authorization is not None:
+            headers["authorization"] = authorization
+        return _Request(method, f"/v1/kv/{key}?{raw_query}" if raw_query is not None
+                        else f"/v1/kv/{key}", key, query, headers, body, close)
 
     def _start(self, request: _Request) -> None:
         """Serve ``request``: a write on the leader is proposed at once and answered from its
