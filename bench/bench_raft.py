@@ -32,6 +32,7 @@ from typing import Any
 
 import lmdb
 import pytest
+from ratios import median_seconds
 
 from pykvs.raft.process import Client
 
@@ -150,7 +151,7 @@ def test_lmdb_floor(benchmark: Any, in_flight: int, tmp_path: Path) -> None:
     rounds = iter(range(1000))
     benchmark.pedantic(lambda: lmdb_floor(str(tmp_path), count, in_flight, next(rounds)),
                        rounds=ROUNDS, iterations=1)
-    rate = count / benchmark.stats.stats.median
+    rate = count / median_seconds(benchmark)
     benchmark.extra_info.update(writes=count, writes_per_s=round(rate))
     SUMMARY.append(f"LMDB floor, one synced transaction per {in_flight:>2} writes: {rate:7.0f}/s")
 
@@ -173,7 +174,7 @@ def test_raft(benchmark: Any, cluster: ProcessCluster, in_flight: int, tmp_path:
     benchmark.pedantic(lambda: cluster.write(count, in_flight, f"r{next(rounds)}"),
                        setup=floor_round, rounds=ROUNDS, iterations=1)
     fsyncs = (cluster.leader_commits() - commits_before) / (count * ROUNDS)
-    rate = count / benchmark.stats.stats.median
+    rate = count / median_seconds(benchmark)
     floor = count / statistics.median(floor_times)
     benchmark.extra_info.update(writes=count, writes_per_s=round(rate),
                                 floor_writes_per_s=round(floor),

@@ -13,6 +13,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import pytest
+
 
 def interleaved_speedup(baseline: Callable[[], Any], candidate: Callable[[], Any],
                         rounds: int = 20, block: int = 5) -> float:
@@ -31,3 +33,11 @@ def interleaved_speedup(baseline: Callable[[], Any], candidate: Callable[[], Any
             candidate()
             best_candidate = min(best_candidate, clock() - began)
     return best_baseline / best_candidate
+
+
+def median_seconds(benchmark: Any) -> float:
+    """The median round time of a finished ``benchmark.pedantic``; under
+    ``--benchmark-disable`` the body ran once untimed, so the test skips its figures."""
+    if benchmark.stats is None:
+        pytest.skip("benchmarks disabled: the body ran once, untimed; no figures to check")
+    return float(benchmark.stats.stats.median)
