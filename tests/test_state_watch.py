@@ -182,17 +182,6 @@ def test_blocking_query_times_out_with_the_last_result() -> None:
     run(scenario())
 
 
-def test_caller_index_above_current_returns_at_once() -> None:
-    async def scenario():
-        store = StateStore()
-        put(store, 3, b"k")
-        # The caller saw index 50 before (say, before a restore): answer at once so it resets.
-        index, _ = await store.blocking_query(read_key(b"k"), 50, 60)
-        assert index == 3
-
-    run(scenario())
-
-
 def test_unchanged_rewrite_keeps_waiting_until_a_real_change() -> None:
     async def scenario():
         store = StateStore()
@@ -212,6 +201,35 @@ def test_unchanged_rewrite_keeps_waiting_until_a_real_change() -> None:
     run(scenario())
 
 
+def test_an_index_above_the_current_one_blocks_until_the_index_passes_it() -> None:
+    """Consul's blockingQuery waits while the index is at or below MinQueryIndex, so an index
+    from the future (another cluster's, a typo) blocks rather than spinning the client."""
+    async def scenario():
+        store = StateStore()
+        put(store, 9, b"k")
+        query = asyncio.ensure_future(store.blocking_query(read_key(b"k"), 50, 20))
+        await until(lambda: store.notifier.waiting() == 1)
+        since = store.notifier.fire_seq
+        put(store, 10, b"k", b"v10")  # fires the watch: read again, 10 <= 50, wait again
+        await until(lambda: store.notifier.fire_seq > since and store.notifier.waiting() == 1)
+        assert not query.done()
+        put(store, 51, b"k", b"v51")
+        index, entry = await query
+        assert index == 51 and entry is not None and entry.value == b"v51"
+
+    run(scenario())
+
+
+def test_an_index_above_the_current_one_answers_at_the_wait_s_end() -> None:
+    async def scenario():
+        store = StateStore()
+        put(store, 9, b"k")
+        index, entry = await store.blocking_query(read_key(b"k"), 50, 0.05)
+        assert index == 9 and entry is not None
+
+    run(scenario())
+
+
 def test_restore_wakes_blocked_queries() -> None:
     async def scenario():
         store = StateStore()
@@ -222,6 +240,14 @@ def test_restore_wakes_blocked_queries() -> None:
         store.replace(empty.snapshot(), empty.lock_delays)
         index, entry = await query  # the index went backwards: answer at once
         assert (index, entry) == (1, None)
+        # The same when the restored index is at or above the one waited for.
+        big = StateStore()
+        put(big, 40, b"k", b"restored")
+        query = asyncio.ensure_future(store.blocking_query(read_key(b"k"), 60, 20))
+        await until(lambda: store.notifier.waiting() == 1)
+        store.replace(big.snapshot(), big.lock_delays)
+        index, entry = await asyncio.wait_for(query, 5)  # not the 20 s wait: at once
+        assert index == 40 and entry is not None and entry.value == b"restored"
 
     run(scenario())
 

@@ -86,12 +86,17 @@ class Notifier:
         self._lock = threading.Lock()
         self._waiters: dict[int, set[_Waiter]] = {}
         self._seq = 0
+        self._restored_seq = 0  # fire_seq of the last fire_all (a restore)
         self._recent: deque[tuple[int, set[int] | frozenset[int] | None]] = deque(maxlen=history)
 
     @property
     def fire_seq(self) -> int:
         """How many fires have happened; note it before taking the version a read uses."""
         return self._seq
+
+    def restored_since(self, since_seq: int) -> bool:
+        """Whether the whole state was replaced (``fire_all``) after ``since_seq``."""
+        return self._restored_seq > since_seq
 
     def waiting(self) -> int:
         """Number of distinct waiters currently registered."""
@@ -126,6 +131,7 @@ class Notifier:
         """Wake everyone: the whole state was replaced (a snapshot restore)."""
         with self._lock:
             self._seq += 1
+            self._restored_seq = self._seq
             self._recent.append((self._seq, _EVERYTHING))
             woken = {w for ws in self._waiters.values() for w in ws}
             self._waiters.clear()
@@ -212,11 +218,12 @@ async def blocking_query(
 ) -> tuple[int, T]:
     """Run ``run_read`` (it returns ``(index, result)`` and fills the watch set it is given).
 
-    With ``min_index`` 0 the read runs once.  Otherwise, while the index equals ``min_index``
-    the query waits for one of the read's watch ids to fire and reads again, until the wait
-    (plus Consul's jitter) ends; then it answers with its last read.  An index above
-    ``min_index`` answers at once, and so does one below it: the index went backwards (a
-    restore), and the client must reset.  The index reported is never below 1.
+    With ``min_index`` 0 the read runs once.  Otherwise, as Consul's blockingQuery: while the
+    index is at or below ``min_index`` the query waits for one of the read's watch ids to fire
+    and reads again, until the wait (plus Consul's jitter) ends; then it answers with its last
+    read.  An index above ``min_index`` answers at once.  A restore (the whole state replaced)
+    also answers at once, with a read of the restored state: its index may have gone
+    backwards, and the client must reset.  The index reported is never below 1.
     """
     if min_index < 0:
         raise ValueError(f"min_index must be >= 0, got {min_index}")
@@ -233,8 +240,11 @@ async def blocking_query(
         ws = WatchSet()
         index, result = run_read(ws)
         index = max(index, 1)
-        if index != min_index:
+        if index > min_index:
             return index, result
         remaining = deadline - loop.time()
         if remaining <= 0 or not await notifier.wait(ws, since, remaining):
             return index, result
+        if notifier.restored_since(since):
+            index, result = run_read(WatchSet())
+            return max(index, 1), result
