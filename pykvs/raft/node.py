@@ -57,7 +57,7 @@ import time
 import zlib
 from collections.abc import AsyncIterator, Callable, Container, Iterable, Iterator, Mapping
 from dataclasses import dataclass, replace
-from typing import Any, Protocol, cast
+from typing import Any, Protocol, cast, overload
 
 from pykvs._aio import wait_for
 from pykvs.raft.core import (
@@ -211,9 +211,6 @@ class Completion:
 
     def done(self) -> bool:
         return self._done
-
-    def cancelled(self) -> bool:
-        return False  # a closing node fails its proposals with NodeClosedError instead
 
     def result(self) -> Any:
         if not self._done:
@@ -551,12 +548,7 @@ class RaftNode:
             return None
         core = self._require_core()
         index = core.propose(bytes(data))
-        if on_done is None:
-            return self._register(core, index)
-        completion = Completion(on_done)
-        self._proposals[index] = _Proposal(core.term, completion)
-        self._wake()
-        return completion
+        return self._register(core, index, None if on_done is None else Completion(on_done))
 
     def _check_command(self, data: bytes) -> None:
         if not isinstance(data, bytes | bytearray | memoryview):
@@ -765,12 +757,20 @@ class RaftNode:
         index = core.propose(data)  # raises NotLeaderError
         return await self._await_entry(core, index, timeout)
 
-    def _register(self, core: RaftCore, index: int) -> asyncio.Future[Any]:
-        """The future of entry ``index``'s result, resolved as it is applied (or dropped)."""
-        fut: asyncio.Future[Any] = self._loop.create_future()
-        self._proposals[index] = _Proposal(core.term, fut)
+    @overload
+    def _register(self, core: RaftCore, index: int, outcome: None = None,
+                  ) -> asyncio.Future[Any]: ...
+    @overload
+    def _register(self, core: RaftCore, index: int, outcome: Completion) -> Completion: ...
+
+    def _register(self, core: RaftCore, index: int, outcome: Completion | None = None,
+                  ) -> asyncio.Future[Any] | Completion:
+        """What carries entry ``index``'s result, resolved as it is applied (or dropped):
+        ``outcome``, or a new future on the node's loop."""
+        registered = outcome if outcome is not None else self._loop.create_future()
+        self._proposals[index] = _Proposal(core.term, registered)
         self._wake()
-        return fut
+        return registered
 
     async def _await_entry(self, core: RaftCore, index: int, timeout: float | None) -> Any:
         fut = self._register(core, index)
