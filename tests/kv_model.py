@@ -13,7 +13,7 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass, field
 
-from pykvs.state.errors import go_quote
+from pykvs.goformat import go_quote
 
 MAX_LOCK_DELAY_NS = 60 * 1_000_000_000
 

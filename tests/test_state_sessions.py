@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import pytest
 
+from pykvs.goformat import DurationError, go_quote, parse_go_duration
 from pykvs.state.entry import DirEntry, decode_entry, encode_entry
-from pykvs.state.errors import go_quote
 from pykvs.state.sessions import (
     MAX_LOCK_DELAY_NS,
     NS_PER_SECOND,
     LockDelays,
     Session,
     SessionError,
-    parse_go_duration,
     validate_session,
 )
 
@@ -38,7 +37,7 @@ def test_go_durations(text: str, ns: int) -> None:
 
 @pytest.mark.parametrize("text", ["", "10", "s", "1x", "-", "1.s.", "10 s"])
 def test_bad_go_durations(text: str) -> None:
-    with pytest.raises(SessionError):
+    with pytest.raises(DurationError):
         parse_go_duration(text)
 
 

@@ -42,7 +42,7 @@ from __future__ import annotations
 from typing import Generic, TypeVar
 
 from pykvs.acl.rules import DENY, LIST, READ, WRITE, Rules
-from pykvs.state.errors import go_quote
+from pykvs.goformat import go_quote
 
 __all__ = [
     "ALLOW_ALL",

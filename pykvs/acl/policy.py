@@ -17,14 +17,13 @@ import re
 import time
 import uuid
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
 from typing import Any
 
 import msgpack
 
 from pykvs.acl.authorizer import ANONYMOUS_TOKEN_ID
 from pykvs.acl.rules import Rules, parse_rules
-from pykvs.state.sessions import parse_go_duration
+from pykvs.goformat import format_rfc3339, parse_go_duration, parse_rfc3339
 
 __all__ = [
     "ANONYMOUS_TOKEN",
@@ -55,26 +54,6 @@ def _wire_items(wire: Any, count: int, what: str) -> Any:
     if not isinstance(wire, list | tuple) or len(wire) != count:
         raise ValueError(f"{what} wire form must be a sequence of {count} items, got {wire!r}")
     return wire
-
-
-def _go_time(ns: int) -> str:
-    """Go's RFC3339Nano for a Unix time in nanoseconds, in UTC (trailing zeros trimmed)."""
-    seconds, frac = divmod(ns, 1_000_000_000)
-    stamp = datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S")
-    digits = f"{frac:09d}".rstrip("0")
-    return f"{stamp}.{digits}Z" if digits else f"{stamp}Z"
-
-
-def _parse_go_time(text: str) -> int:
-    """Nanoseconds since the epoch from RFC 3339 text (``Z`` or an offset, up to 9 decimals)."""
-    match = re.fullmatch(
-        r"(\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2})(?:\.(\d{1,9}))?(Z|[+-]\d{2}:\d{2})", text
-    )
-    if match is None:
-        raise ValueError(f"invalid RFC 3339 time {text!r}")
-    base, frac, zone = match.groups()
-    stamp = datetime.fromisoformat(base + ("+00:00" if zone == "Z" else zone))
-    return int(stamp.timestamp()) * 1_000_000_000 + int((frac or "").ljust(9, "0"))
 
 
 def _hash(*parts: object) -> str:
@@ -296,13 +275,13 @@ class Token:
             "Description": self.description,
             "Policies": [{"ID": link.id, "Name": link.name} for link in self.policies] or None,
             "Local": self.local,
-            "CreateTime": _go_time(self.create_time_ns),
+            "CreateTime": format_rfc3339(self.create_time_ns),
             "Hash": self.hash,
             "CreateIndex": self.create_index,
             "ModifyIndex": self.modify_index,
         }
         if self.expiration_time_ns is not None:
-            body["ExpirationTime"] = _go_time(self.expiration_time_ns)
+            body["ExpirationTime"] = format_rfc3339(self.expiration_time_ns)
         return body
 
     @classmethod
@@ -344,7 +323,7 @@ class Token:
         if expires:
             if not isinstance(expires, str):
                 raise ValueError("token ExpirationTime must be RFC 3339 text")
-            token = replace(token, expiration_time_ns=_parse_go_time(expires))
+            token = replace(token, expiration_time_ns=parse_rfc3339(expires))
         return replace(
             token,
             accessor_id=body.get("AccessorID") or token.accessor_id,

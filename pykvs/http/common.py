@@ -20,8 +20,8 @@ from typing import TYPE_CHECKING, Any
 import msgpack
 from aiohttp import web
 
+from pykvs.goformat import DurationError, parse_go_duration
 from pykvs.server.rpc import RawMsgpack
-from pykvs.state.sessions import SessionError, parse_go_duration
 
 if TYPE_CHECKING:
     from pykvs.server.server import Server
@@ -114,7 +114,7 @@ def query_args_of(server: Server, query: Mapping[str, str], token: str) -> dict[
     if wait:
         try:
             wait_ns = parse_go_duration(wait)
-        except SessionError:
+        except DurationError:
             raise HTTPError(400, "Invalid wait time") from None
         args["MaxQueryTime"] = max(0, wait_ns)
     index = query.get("index", "")

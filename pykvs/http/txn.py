@@ -16,6 +16,7 @@ from typing import Any
 
 from aiohttp import web
 
+from pykvs.goformat import go_quote
 from pykvs.http.common import (
     HTTPError,
     dir_entry_json,
@@ -29,7 +30,6 @@ from pykvs.http.common import (
     write_args,
 )
 from pykvs.server.endpoints import MAX_TXN_OPS, TXN_READ_VERBS
-from pykvs.state.errors import go_quote
 from pykvs.state.txn import TXN_VERBS
 
 TXN_MAX_REQUEST = 512 * 1024  # Consul's txn_max_req_len default (raft's suggested entry size)

@@ -11,7 +11,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-NS_PER_SECOND = 1_000_000_000
+from pykvs.goformat import NS_PER_SECOND
+
 MAX_UINT64 = (1 << 64) - 1
 
 

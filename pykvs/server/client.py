@@ -26,7 +26,7 @@ from typing import Any, Protocol, TypeVar
 
 import msgpack
 
-from pykvs.server.args import NS_PER_SECOND
+from pykvs.goformat import NS_PER_SECOND
 from pykvs.server.rpc import RawMsgpack, RPCClient, RPCError, invoke
 from pykvs.server.server import Server, ServerConfig
 from pykvs.server.tls import TLSConfig

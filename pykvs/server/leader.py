@@ -19,12 +19,11 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 
-from pykvs.state.sessions import parse_go_duration
+from pykvs.goformat import NS_PER_SECOND, parse_go_duration
 
 log = logging.getLogger(__name__)
 
 SESSION_TTL_MULTIPLIER = 2
-NS_PER_SECOND = 1_000_000_000
 
 
 class SessionTimers:

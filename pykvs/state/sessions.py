@@ -14,12 +14,12 @@ decides the same way.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
 import msgpack
 
-NS_PER_SECOND = 1_000_000_000
+from pykvs.goformat import NS_PER_SECOND, DurationError, parse_go_duration
+
 SESSION_TTL_MIN_NS = 10 * NS_PER_SECOND  # Consul's default session_ttl_min
 SESSION_TTL_MAX_NS = 24 * 3600 * NS_PER_SECOND  # structs.SessionTTLMax
 MAX_LOCK_DELAY_NS = 60 * NS_PER_SECOND  # structs.MaxLockDelay
@@ -68,50 +68,6 @@ class Session:
         return cls(session_id, node, name, lock_delay, behavior, ttl, create_index, modify_index)
 
 
-_UNIT_NS = {
-    "ns": 1,
-    "us": 1_000,
-    "\u00b5s": 1_000,  # micro sign
-    "\u03bcs": 1_000,  # Greek mu
-    "ms": 1_000_000,
-    "s": NS_PER_SECOND,
-    "m": 60 * NS_PER_SECOND,
-    "h": 3600 * NS_PER_SECOND,
-}
-_DURATION_PART = re.compile(r"(\d*)(?:\.(\d*))?([a-zA-Z\u00b5\u03bc]+)")
-
-
-def parse_go_duration(text: str) -> int:
-    """Parse Go's ``time.ParseDuration`` syntax ("90s", "1m30s", "1.5h", "-2ms") into ns."""
-    if not isinstance(text, str):
-        raise TypeError(f"duration must be str, not {type(text).__name__}")
-    invalid = SessionError(f'time: invalid duration "{text}"')
-    body = text
-    sign = 1
-    if body[:1] in "+-" and body:
-        sign = -1 if body[0] == "-" else 1
-        body = body[1:]
-    if body == "0":
-        return 0
-    if not body:
-        raise invalid
-    total = 0
-    pos = 0
-    while pos < len(body):
-        match = _DURATION_PART.match(body, pos)
-        if match is None or (not match.group(1) and not match.group(2)):
-            raise invalid
-        whole, frac, unit = match.groups()
-        if unit not in _UNIT_NS:
-            raise SessionError(f'time: unknown unit "{unit}" in duration "{text}"')
-        scale = _UNIT_NS[unit]
-        total += int(whole or "0") * scale
-        if frac:
-            total += int(frac) * scale // 10 ** len(frac)
-        pos = match.end()
-    return sign * total
-
-
 def validate_session(session: Session) -> Session:
     """Apply Consul's rules for a new session; returns it with defaults filled in."""
     if not session.id:
@@ -124,7 +80,7 @@ def validate_session(session: Session) -> Session:
     if session.ttl:
         try:
             ttl_ns = parse_go_duration(session.ttl)
-        except SessionError as exc:
+        except DurationError as exc:
             raise SessionError(f"Session TTL '{session.ttl}' invalid: {exc}") from None
         if ttl_ns != 0 and not SESSION_TTL_MIN_NS <= ttl_ns <= SESSION_TTL_MAX_NS:
             raise SessionError(f"Invalid Session TTL '{ttl_ns}', must be between [10s=24h0m0s]")

@@ -17,9 +17,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from pykvs.goformat import go_quote
 from pykvs.state.acl import ACLWriter
 from pykvs.state.entry import DirEntry, decode_fields, encode_entry, use_slot_setters
-from pykvs.state.errors import StateError, go_quote
+from pykvs.state.errors import StateError
 from pykvs.state.sessions import (
     BEHAVIOR_DELETE,
     MAX_LOCK_DELAY_NS,
