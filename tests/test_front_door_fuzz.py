@@ -35,7 +35,7 @@ from hypothesis import strategies as st
 
 from pykvs import http
 from pykvs.http import limits as http_limits
-from pykvs.raft.transport import split_address
+from pykvs.netaddr import split_address
 from pykvs.server.client import AsyncKV, LocalCaller
 from pykvs.server.limits import Limits
 from pykvs.server.server import Server, ServerConfig

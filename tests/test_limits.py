@@ -19,7 +19,7 @@ import pytest
 
 from pykvs import http
 from pykvs.http import limits as http_limits
-from pykvs.raft.transport import split_address
+from pykvs.netaddr import split_address
 from pykvs.server.client import AsyncKV, LocalCaller, connect_async
 from pykvs.server.limits import Limits
 from pykvs.server.rpc import ConnectionLost, RPCClient, RPCError, encode_frame

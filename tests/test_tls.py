@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from pykvs import http
-from pykvs.raft.transport import split_address
+from pykvs.netaddr import split_address
 from pykvs.server.client import AsyncKV, LocalCaller, connect_async
 from pykvs.server.rpc import ConnectionLost
 from pykvs.server.server import Server, ServerConfig

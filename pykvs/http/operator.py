@@ -14,7 +14,7 @@ from aiohttp import web
 
 import pykvs
 from pykvs.http.common import HTTPError, json_response, query_args, server_of, write_args
-from pykvs.raft.transport import split_address
+from pykvs.netaddr import split_address
 
 
 async def status_leader(request: web.Request) -> web.StreamResponse:

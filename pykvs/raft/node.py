@@ -60,6 +60,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Protocol, cast, overload
 
 from pykvs._aio import wait_for
+from pykvs.netaddr import split_address
 from pykvs.raft.core import (
     ConfigChange,
     ConfigChangeError,
@@ -73,7 +74,7 @@ from pykvs.raft.core import (
 from pykvs.raft.interfaces import LogStore, SnapshotStore
 from pykvs.raft.messages import Message, MessageKind
 from pykvs.raft.progress import ProgressState
-from pykvs.raft.transport import TCPTransport, split_address
+from pykvs.raft.transport import TCPTransport
 from pykvs.raft.types import Configuration, Entry, EntryType, HardState, SnapshotMeta
 
 log = logging.getLogger(__name__)

@@ -43,9 +43,9 @@ import msgpack
 
 from pykvs._aio import wait_for
 from pykvs.fsm import FSM, kv_command
+from pykvs.netaddr import split_address
 from pykvs.raft.node import NodeConfig, NotLeaderError, RaftNode
 from pykvs.raft.storage import LMDBStorage
-from pykvs.raft.transport import split_address
 
 log = logging.getLogger("pykvs.raft.process")
 

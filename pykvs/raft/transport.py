@@ -70,6 +70,7 @@ import msgpack
 
 from pykvs._aio import wait_for
 from pykvs._pack import packb
+from pykvs.netaddr import split_address
 
 log = logging.getLogger(__name__)
 
@@ -92,14 +93,6 @@ class FrameError(Exception):
 
 class FrameTooLarge(FrameError):
     """A frame's length is over the limit (a limit the sender can be told about)."""
-
-
-def split_address(address: str) -> tuple[str, int]:
-    """``"host:port"`` (``"[v6]:port"`` too) -> (host, port)."""
-    host, sep, port = address.rpartition(":")
-    if not sep or not port.isdigit():
-        raise ValueError(f"peer address must be 'host:port', got {address!r}")
-    return host.strip("[]"), int(port)
 
 
 def _pack(obj: Any) -> bytes:

@@ -25,8 +25,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from pykvs.netaddr import split_address
 from pykvs.raft.storage import StorageError
-from pykvs.raft.transport import split_address
 from pykvs.server.limits import Limits
 from pykvs.server.server import Server, ServerConfig
 from pykvs.server.tls import TLSConfig

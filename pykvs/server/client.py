@@ -538,7 +538,7 @@ async def connect_async(address: str = "127.0.0.1:8300", *, timeout: float | Non
     """A client of the server at ``host:port`` over msgpack-RPC (dialled on first use). ``tls``
     (a context, e.g. from ``pykvs.server.tls.client_context``, or a TLSConfig) for a server
     that serves TLS."""
-    from pykvs.raft.transport import split_address
+    from pykvs.netaddr import split_address
 
     if not isinstance(address, str):
         raise TypeError(f"address must be a 'host:port' str, not {type(address).__name__}")

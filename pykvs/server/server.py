@@ -50,6 +50,7 @@ import lmdb
 
 from pykvs import fsm as fsm_module
 from pykvs.fsm import FSM
+from pykvs.netaddr import split_address
 from pykvs.raft.lmdbfile import check_lmdb_file
 from pykvs.raft.node import (
     Completion,
@@ -61,7 +62,6 @@ from pykvs.raft.node import (
     RaftNode,
 )
 from pykvs.raft.storage import LMDBStorage
-from pykvs.raft.transport import split_address
 from pykvs.raft.types import Configuration
 from pykvs.server.acl import DEFAULT_POLICIES, ServerACL
 from pykvs.server.args import QueryOptions, field_bool, field_str
