@@ -26,56 +26,41 @@ destroy or reap, None for an ignored command, or an *instance* of :class:`ApplyE
 :class:`~pykvs.state.errors.StateError` or :class:`~pykvs.state.sessions.SessionError` (returned,
 not raised: the entry is committed and every replica reaches the same answer).
 
-Snapshot stream (format 2; format 1, written before the ACL tables existed, still restores
-with them empty): ``MAGIC | u32 header length | header | frames | u32 CRC-32``.  The
-header is msgpack ``{"format", "index", "term"}``; each frame is ``u8 tag | u32 length |
-payload``: table frames carry the packed listing layout (docs/ARCHITECTURE.md) of that table, a
-meta frame the table indexes and lock-delays, and the end frame the record counts.  The CRC covers
-every byte before it.  All integers are little-endian.
+Snapshot and restore are the state store's (pykvs.state.snapshot holds the stream format):
+``FSM.snapshot`` takes an O(1) version to stream, ``FSM.restore`` reads a stream into new tables
+and swaps them in only once it verifies.
 """
 
 from __future__ import annotations
 
-import io
-import struct
-import zlib
-from collections.abc import Container, Iterable, Iterator
-from dataclasses import dataclass
-from typing import IO, Any, BinaryIO
+from collections.abc import Container, Iterable
+from typing import Any, BinaryIO
 
 import msgpack
 
-from pykvs import radix
 from pykvs._pack import packb
 from pykvs.state import acl as acl_state
 from pykvs.state.errors import StateError
-from pykvs.state.sessions import LockDelays, Session, SessionError
-from pykvs.state.store import TABLES, StateSnapshot, StateStore
+from pykvs.state.sessions import Session, SessionError
+from pykvs.state.snapshot import (
+    SNAPSHOT_FORMAT,
+    SNAPSHOT_MAGIC,
+    SnapshotError,
+    SnapshotHeader,
+    SnapshotStream,
+    read_snapshot,
+)
+from pykvs.state.store import StateStore
 from pykvs.state.txn import TXN_VERBS, TxnOp, WriteTxn
 
 COMMAND_VERSION = 1
 KV_VERBS = ("set", "cas", "lock", "unlock", "delete", "delete-cas", "delete-tree")
 
-SNAPSHOT_MAGIC = b"PYKVSNAP"
-SNAPSHOT_FORMAT = 2
-_READABLE_FORMATS = (1, SNAPSHOT_FORMAT)  # 1: no ACL tables
-_TAG_END = 0
-_TAG_META = 1
-_TABLE_TAGS = {name: 10 + i for i, name in enumerate(TABLES)}
-_TAG_TABLES = {tag: name for name, tag in _TABLE_TAGS.items()}
-_U32 = struct.Struct("<I")
-_FRAME = struct.Struct("<BI")
-_RECORD = struct.Struct("<IIQ")
-_PAGE_RECORDS = 8192  # records per table frame
-_MAX_FRAME = 1 << 31  # refuse absurd lengths before allocating
+FSMSnapshot = SnapshotStream  # what FSM.snapshot returns (pykvs.state.snapshot)
 
 
 class ApplyError(Exception):
     """A log entry the FSM could not apply (undecodable, unknown type, bad fields)."""
-
-
-class SnapshotError(ValueError):
-    """A snapshot stream that is corrupt, truncated or of an unknown format."""
 
 
 # --------------------------------------------------------------------------- command builders
@@ -246,183 +231,6 @@ def _dispatch(txn: WriteTxn, idx: int, data: bytes, handlers: dict = _HANDLERS) 
         return ApplyError(f"log entry {idx}: malformed {kind} command: {exc!r}")
 
 
-@dataclass(frozen=True, slots=True)
-class SnapshotHeader:
-    format: int
-    index: int
-    term: int
-
-
-class FSMSnapshot:
-    """A point-in-time copy of the state, taken in O(1); stream it while writes continue."""
-
-    def __init__(self, version: StateSnapshot, lock_delays: LockDelays, term: int) -> None:
-        self.version = version
-        self.index = version.index
-        self.term = term
-        # The writer replaces entries of the delay dict, so copy it now (it is small).
-        self._delays = (lock_delays.items(), lock_delays.prune_at)
-
-    def chunks(self) -> Iterator[bytes]:
-        """The snapshot stream, in pieces of at most a few hundred KB."""
-        crc = 0
-        for piece in self._pieces():
-            crc = zlib.crc32(piece, crc)
-            yield piece
-        yield _U32.pack(crc)
-
-    def write_to(self, out: BinaryIO) -> int:
-        """Write the whole stream to ``out``; returns the number of bytes written."""
-        written = 0
-        for chunk in self.chunks():
-            out.write(chunk)
-            written += len(chunk)
-        return written
-
-    def to_bytes(self) -> bytes:
-        return b"".join(self.chunks())
-
-    def _pieces(self) -> Iterator[bytes]:
-        header = msgpack.packb({"format": SNAPSHOT_FORMAT, "index": self.index, "term": self.term})
-        yield SNAPSHOT_MAGIC + _U32.pack(len(header)) + header
-        version = self.version
-        meta = {
-            "kvs_index": version.kvs_index,
-            "tombstones_index": version.tombstones_index,
-            "sessions_index": version.sessions_index,
-            "lock_delays": [[k, t] for k, t in self._delays[0]],
-            "lock_delays_prune_at": self._delays[1],
-        }
-        yield _frame(_TAG_META, msgpack.packb(meta, use_bin_type=True))
-        counts = {}
-        for name in TABLES:
-            tree = version.table(name)
-            counts[name] = len(tree)
-            for page in _table_pages(tree):
-                yield _frame(_TABLE_TAGS[name], page)
-        yield _frame(_TAG_END, msgpack.packb(counts))
-
-
-def _frame(tag: int, payload: bytes) -> bytes:
-    return _FRAME.pack(tag, len(payload)) + payload
-
-
-def _table_pages(tree: Any) -> Iterator[bytes]:
-    """The tree's records in key order, as packed-listing pages of a bounded size."""
-    lower = b""
-    unpack = _RECORD.unpack_from
-    header = _RECORD.size
-    while True:
-        page = tree.seek_packed(lower, _PAGE_RECORDS)
-        if not page:
-            return
-        yield page
-        # Walk the record headers to the last key: the next page starts just after it.
-        offset = last = count = 0
-        while offset < len(page):
-            klen, vlen, _ = unpack(page, offset)
-            last = offset
-            offset += header + klen + vlen
-            count += 1
-        if count < _PAGE_RECORDS:
-            return
-        (klen, _, _) = unpack(page, last)
-        lower = page[last + header : last + header + klen] + b"\x00"
-
-
-class _Reader:
-    """Reads a snapshot stream, tracking the CRC of what it consumed."""
-
-    def __init__(self, stream: IO[bytes]) -> None:
-        self.stream = stream
-        self.crc = 0
-
-    def take(self, n: int, what: str) -> bytes:
-        data = self.stream.read(n)
-        if len(data) != n:
-            raise SnapshotError(
-                f"snapshot truncated: expected {n} bytes of {what}, got {len(data)}"
-            )
-        self.crc = zlib.crc32(data, self.crc)
-        return data
-
-
-def _load_records(txn: radix.Txn, page: bytes, table: str) -> int:
-    """Insert a packed-listing page into a tree transaction (one C call); returns the
-    record count. A malformed page inserts nothing and raises SnapshotError."""
-    try:
-        return txn.insert_packed(page)
-    except ValueError as exc:
-        raise SnapshotError(f"snapshot table {table}: {exc}") from None
-
-
-def read_snapshot(stream: IO[bytes] | bytes) -> tuple[SnapshotHeader, StateSnapshot, LockDelays]:
-    """Parse and verify a snapshot stream into a new, unpublished state."""
-    if isinstance(stream, bytes | bytearray | memoryview):
-        stream = io.BytesIO(bytes(stream))
-    try:
-        return _read_snapshot(stream)
-    except SnapshotError:
-        raise
-    except Exception as exc:  # a corrupt frame may fail anywhere while decoding
-        raise SnapshotError(f"snapshot is corrupt: {exc!r}") from None
-
-
-def _read_snapshot(stream: IO[bytes]) -> tuple[SnapshotHeader, StateSnapshot, LockDelays]:
-    reader = _Reader(stream)
-    if reader.take(len(SNAPSHOT_MAGIC), "magic") != SNAPSHOT_MAGIC:
-        raise SnapshotError("not a pykvs snapshot (bad magic)")
-    (header_len,) = _U32.unpack(reader.take(4, "header length"))
-    if header_len > 1 << 20:
-        raise SnapshotError(f"snapshot header length {header_len} is implausible")
-    header = msgpack.unpackb(reader.take(header_len, "header"))
-    parsed = SnapshotHeader(int(header["format"]), int(header["index"]), int(header["term"]))
-    if parsed.format not in _READABLE_FORMATS:
-        raise SnapshotError(f"snapshot format {parsed.format} is not supported")
-    txns = {name: radix.Tree().txn() for name in TABLES}
-    loaded = dict.fromkeys(TABLES, 0)
-    meta = None
-    while True:
-        tag, length = _FRAME.unpack(reader.take(_FRAME.size, "frame header"))
-        if length > _MAX_FRAME:
-            raise SnapshotError(f"snapshot frame length {length} is implausible")
-        payload = reader.take(length, "frame")
-        if tag == _TAG_END:
-            counts = msgpack.unpackb(payload)
-            break
-        if tag == _TAG_META:
-            meta = msgpack.unpackb(payload)
-        elif tag in _TAG_TABLES:
-            name = _TAG_TABLES[tag]
-            loaded[name] += _load_records(txns[name], payload, name)
-        else:
-            raise SnapshotError(f"snapshot has an unknown frame tag {tag}")
-    expected_crc = reader.crc
-    trailer = stream.read(4)
-    if len(trailer) != 4:
-        raise SnapshotError("snapshot truncated: the checksum is missing")
-    if _U32.unpack(trailer)[0] != expected_crc:
-        raise SnapshotError("snapshot checksum mismatch: the stream is corrupt")
-    if stream.read(1):
-        raise SnapshotError("snapshot has bytes after its checksum")
-    if meta is None:
-        raise SnapshotError("snapshot has no meta frame")
-    if {**dict.fromkeys(TABLES, 0), **counts} != loaded:  # format 1 counts no ACL table
-        raise SnapshotError(f"snapshot record counts {loaded} differ from its trailer {counts}")
-    trees = {name: txn.commit()[0] for name, txn in txns.items()}
-    version = StateSnapshot.from_tables(
-        trees,
-        int(meta["kvs_index"]),
-        int(meta["tombstones_index"]),
-        int(meta["sessions_index"]),
-        parsed.index,
-    )
-    delays = LockDelays(
-        {bytes(k): int(t) for k, t in meta["lock_delays"]}, int(meta["lock_delays_prune_at"])
-    )
-    return parsed, version, delays
-
-
 class FSM:
     """Applies committed entries, in log order, to its state store (the only writer)."""
 
@@ -474,9 +282,9 @@ class FSM:
             self.store.commit(txn, last)
         return results
 
-    def snapshot(self, term: int = 0) -> FSMSnapshot:
+    def snapshot(self, term: int = 0) -> SnapshotStream:
         """A point-in-time snapshot (O(1)); stream it with chunks() or write_to()."""
-        return FSMSnapshot(self.store.snapshot(), self.store.lock_delays, term)
+        return SnapshotStream(self.store.snapshot(), self.store.lock_delays, term)
 
     def restore(self, stream: BinaryIO | bytes) -> SnapshotHeader:
         """Replace the state with a snapshot; a bad stream raises SnapshotError, state intact."""
@@ -489,6 +297,8 @@ __all__ = [
     "COMMAND_VERSION",
     "FSM",
     "KV_VERBS",
+    "SNAPSHOT_FORMAT",
+    "SNAPSHOT_MAGIC",
     "TXN_VERBS",
     "ApplyError",
     "FSMSnapshot",

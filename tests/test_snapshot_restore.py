@@ -13,8 +13,8 @@ import pytest
 from test_http_api import Cluster, scenario
 from test_server_cluster import until
 
-from pykvs.http.snapshot import STATE_NAME
 from pykvs.server.server import Server
+from pykvs.server.snapshot_archive import STATE_NAME
 from pykvs.state.store import TABLES
 
 
