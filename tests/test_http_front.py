@@ -425,29 +425,45 @@ def test_acl_answers_match(tmp_path: Path) -> None:
 
 
 def test_a_write_whose_leader_moved_is_run_again() -> None:
-    """write_outcome: a proposal dropped or refused before it applied says RETRY (the
-    front then runs the request's full path, which forwards); a lost leadership is an
-    error naming the unknown outcome."""
+    """raft_apply_nowait: a proposal dropped or refused before it applied answers Retry (the
+    front then runs the request's full path, which forwards); a lost leadership is an error
+    naming the unknown outcome; a result is handed on as it is."""
     from pykvs.raft.core import NotLeaderError
     from pykvs.raft.node import LeadershipLostError, ProposalDroppedError
-    from pykvs.server.server import RETRY
+    from pykvs.server.seam import Retry
 
-    async def main() -> None:
-        loop = asyncio.get_running_loop()
-        server = Server.__new__(Server)  # write_outcome reads only the future (no deletes)
-        for exc in (ProposalDroppedError("replaced"), NotLeaderError(None)):
-            fut: asyncio.Future[Any] = loop.create_future()
-            fut.set_exception(exc)
-            assert server.write_outcome(fut) is RETRY
-        fut = loop.create_future()
-        fut.set_exception(LeadershipLostError("stepped down", None))
-        with pytest.raises(Exception, match="outcome is unknown"):
-            server.write_outcome(fut)
-        fut = loop.create_future()
-        fut.set_result(True)
-        assert server.write_outcome(fut) is True
+    class Outcome:  # what the Ready loop hands the callback: a settled Completion
+        def __init__(self, result: Any = None, error: BaseException | None = None) -> None:
+            self._result, self._error = result, error
 
-    run(main())
+        def exception(self) -> BaseException | None:
+            return self._error
+
+        def result(self) -> Any:
+            return self._result
+
+    class Node:  # propose_nowait settles at once with the outcome under test
+        outcome = Outcome()
+
+        def propose_nowait(self, command: bytes, on_done: Any) -> object:
+            on_done(self.outcome)
+            return self.outcome
+
+    server = Server.__new__(Server)  # raft_apply_nowait reads only the node (no deletes)
+    server.node = Node()  # type: ignore[assignment]
+    seen: list[tuple[Any, BaseException | None]] = []
+
+    def settle(outcome: Outcome) -> tuple[Any, BaseException | None]:
+        Node.outcome = outcome
+        seen.clear()
+        assert server.raft_apply_nowait(b"cmd", lambda r, e: seen.append((r, e))) is True
+        return seen[0]
+
+    for exc in (ProposalDroppedError("replaced"), NotLeaderError(None)):
+        assert isinstance(settle(Outcome(error=exc))[1], Retry)
+    _, error = settle(Outcome(error=LeadershipLostError("stepped down", None)))
+    assert error is not None and "outcome is unknown" in str(error)
+    assert settle(Outcome(result=True)) == (True, None)
 
 
 def test_a_long_header_value_ending_in_a_bad_byte_is_answered_at_once(tmp_path: Path) -> None:

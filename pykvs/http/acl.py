@@ -23,8 +23,7 @@ from pykvs.http.common import (
     unpack_reply,
     write_args,
 )
-from pykvs.server.acl import ACL_DISABLED, ACL_NOT_FOUND
-from pykvs.state.acl import BOOTSTRAP_NOT_ALLOWED
+from pykvs.server.acl import ACL_DISABLED, ACL_NOT_FOUND, BOOTSTRAP_NOT_ALLOWED
 
 MAX_ACL_BODY = 1 << 20  # a policy's rules are text; Consul reads bodies of this order
 
@@ -54,7 +53,7 @@ async def _body(request: web.Request, what: str) -> dict[str, Any]:
 
 
 async def _call(request: web.Request, method: str, args: dict[str, Any]) -> Any:
-    return unpack_reply(await server_of(request).handlers[method](args))
+    return unpack_reply(await server_of(request).calls[method](args))
 
 
 async def _read(request: web.Request, method: str, field: str, extra: dict[str, Any]

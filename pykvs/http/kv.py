@@ -1,22 +1,19 @@
-"""``/v1/kv/<key>``: Consul's agent/kvs_endpoint.go over the server's KVS endpoints.
+"""``/v1/kv/<key>``: Consul's agent/kvs_endpoint.go, a codec over the KVS endpoints.
 
-Reads this server may answer (``forward()`` says so, the consistency check passed) are served
-from the state store's JSON, rendered in C from the stored bytes and sent as they are
-(encoded once). A read that must go to the leader or another datacenter goes through the
-server's RPC forwarding, and the reply's entries are rendered by the same C transcoder, so a
-follower answers byte for byte what the leader does. Writes go through ``KVS.Apply``.
+A request becomes KVS.Get, KVS.List, KVS.ListKeys or KVS.Apply arguments; the endpoint (in
+pykvs.server.endpoints.kvs) forwards, authorizes and applies or queries; its result renders
+itself as Consul's JSON, in C from the stored bytes (encoded once), whether this server read
+its own state or forwarded the request. Nothing of KV's semantics is decided here.
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import urlencode
 
 from aiohttp import web
 
-from pykvs import transcode
-from pykvs.acl import filter_packed
 from pykvs.http.common import (
     JSON,
     HTTPError,
@@ -30,16 +27,11 @@ from pykvs.http.common import (
     uint_in,
     write_args_of,
 )
-from pykvs.server.endpoints import list_keys
-from pykvs.server.server import RETRY
-from pykvs.state.entry import encode_entry
+from pykvs.server.endpoints.results import KeyList, KVEntry, KVListing
+from pykvs.server.seam import Retry
 
 if TYPE_CHECKING:
-    from pykvs.acl import Authorizer
-    from pykvs.raft.node import Completion
     from pykvs.server.server import Server
-    from pykvs.state.store import StateSnapshot
-    from pykvs.state.watch import WatchSet
 
 BodyReader = Callable[[int], Awaitable[bytes | None]]
 
@@ -94,41 +86,6 @@ async def serve(request: KVRequest) -> Reply:
     return await _delete(request)
 
 
-def _render_entries(entries: list[Any] | None) -> bytes:
-    """A forwarded reply's ``[[key, [value, flags, create, modify, lock, session]], ...]``
-    as Consul's JSON, by the same C transcoder the local path uses."""
-    records = []
-    for key, (value, flags, create_index, modify_index, lock_index, session) in entries or []:
-        stored = encode_entry(value, flags, create_index, modify_index, lock_index, session)
-        records.append((key, stored, modify_index))
-    return transcode.render_kv_json(transcode.pack_listing(records))
-
-
-async def _run_read(server: Server, method: str, args: dict[str, Any], read: Any,
-                    from_reply: Any) -> tuple[dict[str, Any], Any]:
-    """Forward when another server must answer, else answer here; ``(meta, body)``.
-
-    ``read(authz, ws, state)`` answers ``(index, (body, filtered))`` with the request's
-    rights (the forwarded request is judged by the server that answers it)."""
-
-    async def attempt(args: dict[str, Any]) -> tuple[dict[str, Any], Any]:
-        forwarded, reply = await server.forward(method, args, read=True)
-        if forwarded:
-            return reply, from_reply(reply)
-        authz = server.acl.authorize(args)
-
-        def authorized_read(ws: WatchSet, state: StateSnapshot) -> tuple[int, Any]:
-            return read(authz, ws, state)
-
-        index, (body, filtered) = await server.local_query(args, authorized_read)
-        meta = server.query_meta(index)
-        if filtered and args.get("Token"):  # as Consul: the anonymous caller is not told
-            meta["ResultsFilteredByACLs"] = True
-        return meta, body
-
-    return await server.retrying(attempt)(args)
-
-
 async def _get(request: KVRequest) -> Reply:
     server = request.server
     key = request.key
@@ -137,51 +94,20 @@ async def _get(request: KVRequest) -> Reply:
         raise HTTPError(400, "Missing key name")
     raw = "raw" in request.query and not recurse
     args = query_args_of(server, request.query, request.token)
-    args["Key"] = encoded = key.encode()
-
-    if recurse:
-        method = "KVS.List"
-
-        def read(authz: Authorizer, ws: WatchSet, state: StateSnapshot) -> tuple[int, Any]:
-            index, packed = state.kv_list_packed(encoded, ws)
-            packed, filtered = filter_packed(authz, packed, encoded)
-            body = transcode.render_kv_json(packed)
-            return index, (None if body == b"[]" else body, filtered)
-
-        def from_reply(reply: Any) -> bytes | None:
-            return _render_entries(reply.get("Entries")) if reply.get("Entries") else None
-
-    elif raw:
-        method = "KVS.Get"
-
-        def read(authz: Authorizer, ws: WatchSet, state: StateSnapshot) -> tuple[int, Any]:
-            authz.require_key_read(encoded)
-            index, entry = state.kv_get(encoded, ws)
-            return index, (None if entry is None else entry.value, False)
-
-        def from_reply(reply: Any) -> bytes | None:
-            entries = reply.get("Entries")
-            return bytes(entries[0][1][0]) if entries else None
-
-    else:
-        method = "KVS.Get"
-
-        def read(authz: Authorizer, ws: WatchSet, state: StateSnapshot) -> tuple[int, Any]:
-            authz.require_key_read(encoded)
-            index, body = state.kv_get_json(encoded, ws)
-            return index, (body, False)
-
-        def from_reply(reply: Any) -> bytes | None:
-            return _render_entries(reply.get("Entries")) if reply.get("Entries") else None
-
-    meta, body = await _run_read(server, method, args, read, from_reply)
-    headers = meta_headers(meta)
-    if body is None:
-        return Reply(404, headers=headers)
+    args["Key"] = key.encode()
+    result: KVEntry | KVListing = await server.calls["KVS.List" if recurse else "KVS.Get"](args)
+    headers = meta_headers(result.meta)
     if raw:
+        assert isinstance(result, KVEntry)
+        value = result.raw_value()
+        if value is None:
+            return Reply(404, headers=headers)
         # As Consul: the value as is, and headers that stop a browser running it.
         headers.update({"X-Content-Type-Options": "nosniff", "Content-Security-Policy": "sandbox"})
-        return Reply(200, body, "text/plain", headers)
+        return Reply(200, value, "text/plain", headers)
+    body = result.json()
+    if body is None:
+        return Reply(404, headers=headers)
     return Reply(200, body, JSON, headers)
 
 
@@ -192,19 +118,11 @@ async def _get_keys(request: KVRequest) -> Reply:
     separator = request.query.get("separator", request.query.get("seperator", "")).encode()
     args = query_args_of(server, request.query, request.token)
     args.update({"Prefix": prefix, "Seperator": separator})
-
-    def read(authz: Authorizer, ws: WatchSet, state: StateSnapshot) -> tuple[int, Any]:
-        index, keys, filtered = list_keys(authz, state, prefix, separator, ws)
-        return index, (keys, filtered)
-
-    def from_reply(reply: Any) -> list[bytes]:
-        return [bytes(k) for k in reply.get("Keys") or []]
-
-    meta, keys = await _run_read(server, "KVS.ListKeys", args, read, from_reply)
-    headers = meta_headers(meta)
-    if not keys and prefix:
+    result: KeyList = await server.calls["KVS.ListKeys"](args)
+    headers = meta_headers(result.meta)
+    if not result.keys and prefix:
         return Reply(404, headers=headers)
-    return Reply(200, transcode.render_keys_json(keys), JSON, headers)
+    return Reply(200, result.json(), JSON, headers)
 
 
 async def read_value(request: KVRequest, limit: int) -> bytes:
@@ -219,10 +137,6 @@ def _value_or_413(request: KVRequest, body: bytes | None, limit: int) -> bytes:
         raise HTTPError(413, f"Request body({size}) too large, max size: {limit} bytes. "
                              f"See {KV_MAX_VALUE_SIZE_DOC}.")
     return body
-
-
-async def _apply(server: Server, args: dict[str, Any]) -> Any:
-    return await server.handlers["KVS.Apply"](args)
 
 
 def _put_entry(request: KVRequest) -> tuple[str, dict[str, Any]]:
@@ -277,22 +191,23 @@ def _write_reply(op: str, result: Any) -> Reply:
 async def _put(request: KVRequest) -> Reply:
     op, entry = _put_entry(request)
     entry["Value"] = await read_value(request, request.server.config.max_value_size)
-    return _write_reply(op, await _apply(request.server, _apply_args(request, op, entry)))
+    return _write_reply(op, await request.server.calls["KVS.Apply"](_apply_args(request, op,
+                                                                                 entry)))
 
 
 async def _delete(request: KVRequest) -> Reply:
     op, entry = _delete_entry(request)
-    return _write_reply(op, await _apply(request.server, _apply_args(request, op, entry)))
+    return _write_reply(op, await request.server.calls["KVS.Apply"](_apply_args(request, op,
+                                                                                 entry)))
 
 
 def write_nowait(request: KVRequest, body: bytes,
                  answer: Callable[[Reply | None, Exception | None], None]) -> bool:
-    """A PUT or DELETE as ``serve`` answers it, proposed at once and answered from the
-    proposal's done-callback, with no task or coroutine (the fast front's writes). False when
-    ``serve`` must run it: another datacenter, not the leader, a restore holding new entries.
-    Bad input raises as in ``serve``. ``answer(reply, error)`` gets the reply, or the error
-    ``serve`` would raise, or (None, None) when leadership moved before anything was applied
-    (run ``serve``: it forwards)."""
+    """A PUT or DELETE as ``serve`` answers it, through KVS.Apply's ``apply_nowait`` (no task
+    or coroutine: the fast front's writes). False when ``serve`` must run it (the write goes
+    to another server). Bad input raises as in ``serve``. ``answer(reply, error)`` gets the
+    reply, or the error ``serve`` would raise, or (None, None) when leadership moved before
+    anything was applied (run ``serve``: it forwards)."""
     server = request.server
     if request.method == "PUT":
         op, entry = _put_entry(request)
@@ -300,19 +215,13 @@ def write_nowait(request: KVRequest, body: bytes,
         entry["Value"] = _value_or_413(request, body if len(body) <= limit else None, limit)
     else:
         op, entry = _delete_entry(request)
-    args = _apply_args(request, op, entry)
-    if not server.writes_here(args):
-        return False
-    command, may_delete = server.endpoints.kvs_apply_command(args)
 
-    def applied(done: Completion) -> None:
-        try:
-            result = server.write_outcome(done, may_delete=may_delete)
-            reply = None if result is RETRY else \
-                _write_reply(op, server.endpoints.kvs_apply_result(result))
-        except Exception as exc:  # answered by the caller's error mapping
-            answer(None, exc)
-            return
-        answer(reply, None)
+    def applied(result: Any, error: BaseException | None) -> None:
+        if error is None:
+            answer(_write_reply(op, result), None)
+        elif isinstance(error, Retry):
+            answer(None, None)
+        else:
+            answer(None, cast(Exception, error))
 
-    return server.propose_nowait(command, applied) is not None
+    return server.endpoints.kvs.apply_nowait(_apply_args(request, op, entry), applied)

@@ -19,19 +19,19 @@ from pykvs.netaddr import split_address
 
 async def status_leader(request: web.Request) -> web.StreamResponse:
     server = server_of(request)
-    leader = await server.handlers["Status.Leader"](write_args(request))
+    leader = await server.calls["Status.Leader"](write_args(request))
     return json_response(leader or "")
 
 
 async def status_peers(request: web.Request) -> web.StreamResponse:
     server = server_of(request)
-    peers = await server.handlers["Status.Peers"](write_args(request))
+    peers = await server.calls["Status.Peers"](write_args(request))
     return json_response(list(peers or []))
 
 
 async def raft_configuration(request: web.Request) -> web.StreamResponse:
     server = server_of(request)
-    reply = await server.handlers["Operator.RaftGetConfiguration"](query_args(request))
+    reply = await server.calls["Operator.RaftGetConfiguration"](query_args(request))
     return json_response({"Servers": reply["Servers"], "Index": reply["Index"]})
 
 
@@ -46,14 +46,14 @@ async def raft_remove_peer(request: web.Request) -> web.StreamResponse:
         raise HTTPError(400, "Must specify only one of ?id or ?address")
     args = {**write_args(request), "ID": query.get("id", ""),
             "Address": query.get("address", "")}
-    await server.handlers["Operator.RaftRemovePeer"](args)
+    await server.calls["Operator.RaftRemovePeer"](args)
     return web.Response(status=200)
 
 
 async def raft_transfer_leader(request: web.Request) -> web.StreamResponse:
     server = server_of(request)
     args = {**write_args(request), "ID": request.query.get("id", "")}
-    reply = await server.handlers["Operator.TransferLeader"](args)
+    reply = await server.calls["Operator.TransferLeader"](args)
     return json_response({"Success": bool(reply.get("Success", True))})
 
 
@@ -61,10 +61,9 @@ def agent_self(server: Any) -> dict[str, Any]:
     """The parts of Consul's /v1/agent/self that describe this agent."""
     config = server.config
     host, port = split_address(server.address) if server.address else (config.bind, 0)
-    node = server.node
+    raft = server.raft_stats()
     stats: dict[str, Any] = {}
-    if node is not None:
-        raft = node.stats()
+    if raft is not None:
         stats = {"raft": {k: str(raft[k]) for k in ("term", "commit_index", "applied_index",
                                                    "last_log_index", "role")}}
         stats["raft"]["state"] = raft["role"].capitalize()

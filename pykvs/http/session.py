@@ -14,6 +14,7 @@ from typing import Any
 
 from aiohttp import web
 
+from pykvs.goformat import NS_PER_SECOND, parse_go_duration
 from pykvs.http.common import (
     HTTPError,
     field,
@@ -24,14 +25,7 @@ from pykvs.http.common import (
     unpack_reply,
     write_args,
 )
-from pykvs.state.sessions import (
-    DEFAULT_LOCK_DELAY_NS,
-    NS_PER_SECOND,
-    Session,
-    SessionError,
-    parse_go_duration,
-    validate_session,
-)
+from pykvs.server.endpoints.session import SessionError, new_session
 
 LOCK_DELAY_MIN_THRESHOLD = 1000  # Consul's lockDelayMinThreshold (ns; below it means seconds)
 SERF_CHECK = "serfHealth"
@@ -67,7 +61,8 @@ def _lock_delay(raw: Any) -> int:
 
 
 def _session_body(raw: Any, node: str) -> dict[str, Any]:
-    """The create request's body as the Session.Apply ``Session`` map; SessionError if bad."""
+    """The create request's body as the Session.Apply ``Session`` map, checked by the
+    endpoint's own rules before anything is sent (SessionError, a ValueError, if bad)."""
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
@@ -77,20 +72,17 @@ def _session_body(raw: Any, node: str) -> dict[str, Any]:
         if checks and [c for c in checks if c != SERF_CHECK and c != {"ID": SERF_CHECK}]:
             raise SessionError(f"{name}: pykvs has no health checks, so a session can only "
                                f"use {SERF_CHECK!r}; got {checks!r}")
-    strings = {}
+    body: dict[str, Any] = {}
     for name in ("Name", "Node", "Behavior", "TTL"):
         value = field(raw, name)
         if value is not None and not isinstance(value, str):
             raise SessionError(f"{name} must be a string, got {value!r}")
-        strings[name] = value or ""
+        body[name] = value or ""
     raw_delay = field(raw, "LockDelay")
-    lock_delay = DEFAULT_LOCK_DELAY_NS if raw_delay is None else _lock_delay(raw_delay)
-    session = Session(id="to-be-assigned", node=strings["Node"] or node, name=strings["Name"],
-                      lock_delay=lock_delay, behavior=strings["Behavior"] or "release",
-                      ttl=strings["TTL"])
-    validate_session(session)  # Consul's refusals, before anything is sent
-    return {"Name": session.name, "Node": session.node, "LockDelay": session.lock_delay,
-            "Behavior": session.behavior, "TTL": session.ttl}
+    if raw_delay is not None:
+        body["LockDelay"] = _lock_delay(raw_delay)
+    new_session(body, node)  # Consul's refusals, before anything is sent
+    return body
 
 
 async def session_create(request: web.Request) -> web.StreamResponse:
@@ -102,7 +94,7 @@ async def session_create(request: web.Request) -> web.StreamResponse:
     except (ValueError, UnicodeDecodeError) as exc:  # SessionError is a ValueError
         raise HTTPError(400, f"Request decode failed: {exc}") from None
     args = {**write_args(request), "Op": "create", "Session": session}
-    session_id = await server.handlers["Session.Apply"](args)
+    session_id = await server.calls["Session.Apply"](args)
     return json_response({"ID": session_id})
 
 
@@ -117,7 +109,7 @@ async def session_destroy(request: web.Request) -> web.StreamResponse:
     server = server_of(request)
     args = {**write_args(request), "Op": "destroy",
             "Session": {"ID": _path_id(request)}}
-    await server.handlers["Session.Apply"](args)
+    await server.calls["Session.Apply"](args)
     return json_response(True)
 
 
@@ -125,7 +117,7 @@ async def session_renew(request: web.Request) -> web.StreamResponse:
     server = server_of(request)
     session_id = _path_id(request)
     args = {**query_args(request), "SessionID": session_id}
-    reply = unpack_reply(await server.handlers["Session.Renew"](args))
+    reply = unpack_reply(await server.calls["Session.Renew"](args))
     sessions = reply.get("Sessions") or []
     if not sessions:
         raise HTTPError(404, f"Session id '{session_id}' not found")
@@ -135,7 +127,7 @@ async def session_renew(request: web.Request) -> web.StreamResponse:
 async def _session_read(request: web.Request, method: str, extra: dict[str, Any]
                         ) -> web.StreamResponse:
     server = server_of(request)
-    reply = unpack_reply(await server.handlers[method]({**query_args(request), **extra}))
+    reply = unpack_reply(await server.calls[method]({**query_args(request), **extra}))
     sessions = [session_json(s) for s in reply.get("Sessions") or []]
     return json_response(sessions, headers=meta_headers(reply))
 

@@ -40,11 +40,11 @@ RESTORE_PIECE = 1 << 20  # bytes of state per Snapshot.Restore call
 async def _saved_stream(server: Server, args: dict[str, Any]) -> tuple[dict[str, Any], bytes]:
     """``(QueryMeta, FSM stream)`` through the server's Snapshot.Save and Snapshot.Read
     (they forward to the leader unless the request allows a stale answer)."""
-    saved = await server.handlers["Snapshot.Save"](args)
+    saved = await server.calls["Snapshot.Save"](args)
     state = bytearray()
     while True:
         read_args = {**args, "ID": saved["ID"], "Offset": len(state)}
-        reply = await server.handlers["Snapshot.Read"](read_args)
+        reply = await server.calls["Snapshot.Read"](read_args)
         state += reply["Data"]
         if reply["EOF"]:
             break
@@ -59,7 +59,7 @@ async def snapshot_endpoint(request: web.Request) -> web.StreamResponse:
         args = query_args(request)
         meta, state = await _saved_stream(server, args)
         index, term = stream_header(state)
-        servers = server.node.configuration().all_servers() if server.node else {}
+        servers = server.raft_servers()
         archive = await asyncio.to_thread(build_archive, state, index, term, servers)
         return web.Response(body=archive, headers=meta_headers(meta),
                             content_type="application/octet-stream")
@@ -73,7 +73,7 @@ async def snapshot_endpoint(request: web.Request) -> web.StreamResponse:
         raise HTTPError(400, f"Error restoring snapshot: {exc}") from None
     except SnapshotError as exc:
         raise HTTPError(400, f"Error restoring snapshot: {exc}") from None
-    restore = server.handlers["Snapshot.Restore"]
+    restore = server.calls["Snapshot.Restore"]
     upload_id, offset = "", 0
     while True:
         piece = state[offset : offset + RESTORE_PIECE]

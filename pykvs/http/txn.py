@@ -29,8 +29,7 @@ from pykvs.http.common import (
     server_of,
     write_args,
 )
-from pykvs.server.endpoints import MAX_TXN_OPS, TXN_READ_VERBS
-from pykvs.state.txn import TXN_VERBS
+from pykvs.server.endpoints.txn import MAX_TXN_OPS, TXN_READ_VERBS, TXN_VERBS
 
 TXN_MAX_REQUEST = 512 * 1024  # Consul's txn_max_req_len default (raft's suggested entry size)
 
@@ -138,7 +137,7 @@ async def txn_endpoint(request: web.Request) -> web.StreamResponse:
     headers: dict[str, str] = {}
     if all(op["KV"]["Verb"] in TXN_READ_VERBS for op in ops):
         args = {**query_args(request), "Ops": ops}
-        reply = await server.handlers["Txn.Read"](args)
+        reply = await server.calls["Txn.Read"](args)
         out = _results_json(reply)
         meta = {name: reply.get(name, 0) for name in ("Index", "LastContact", "KnownLeader")}
         out.update(meta)
@@ -146,6 +145,6 @@ async def txn_endpoint(request: web.Request) -> web.StreamResponse:
         del known_and_contact["X-Consul-Index"]  # Consul sets only these two here
         headers.update(known_and_contact)
     else:
-        reply = await server.handlers["Txn.Apply"]({**write_args(request), "Ops": ops})
+        reply = await server.calls["Txn.Apply"]({**write_args(request), "Ops": ops})
         out = _results_json(reply)
     return json_response(out, status=409 if out["Errors"] else 200, headers=headers)

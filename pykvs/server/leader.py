@@ -1,4 +1,5 @@
-"""Work only the leader does: session TTL timers and tombstone reaping.
+"""Work only the leader does: session TTL timers and tombstone reaping, set up when
+leadership is won and torn down when it is lost (Consul's monitorLeadership).
 
 As in Consul, TTL timers are not replicated. The leader arms one timer per session with a TTL
 (at TTL x 2, Consul's SessionTTLMultiplier, to absorb clock and network slack); when one runs
@@ -18,8 +19,18 @@ import logging
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
 
+from pykvs import fsm
 from pykvs.goformat import NS_PER_SECOND, parse_go_duration
+from pykvs.raft.node import NotLeaderError, RaftError
+from pykvs.server.rpc import RPCError
+from pykvs.server.seam import Retry
+
+if TYPE_CHECKING:
+    from pykvs.raft.node import RaftNode
+    from pykvs.server.config import ServerConfig
+    from pykvs.state.store import StateStore
 
 log = logging.getLogger(__name__)
 
@@ -122,3 +133,78 @@ class TombstoneGC:
 
     def reset(self) -> None:
         self._buckets.clear()
+
+
+class LeaderDuties:
+    """The leader's timers and loops for one server: ``watch(node)`` runs for the node's
+    life; ``raft_apply`` proposes the destroys and reaps they decide."""
+
+    def __init__(self, config: ServerConfig, state: StateStore,
+                 raft_apply: Callable[..., Awaitable[Any]]) -> None:
+        self.config = config
+        self.state = state
+        self.raft_apply = raft_apply
+        self.sessions = SessionTimers(self._expire_session, config.session_ttl_multiplier)
+        self.tombstones = TombstoneGC(config.tombstone_ttl, config.tombstone_granularity)
+        self.leading = False
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def watch(self, node: RaftNode) -> None:
+        """Set up the leader's duties when leadership is gained (after a barrier, so the
+        state is current), tear them down when it is lost."""
+        async for leading in node.leadership_changes():
+            while leading and not self.leading and node.is_leader():
+                try:
+                    await node.barrier(timeout=max(1.0, self.config.rpc_hold_timeout))
+                except (RaftError, NotLeaderError) as exc:
+                    log.info("%s: barrier after winning the election failed: %r",
+                             self.config.node_name, exc)
+                    await asyncio.sleep(self.config.tick_interval)
+                else:
+                    self._establish()
+            if not leading and self.leading:
+                self._revoke()
+
+    def restart_session_timers(self) -> None:
+        """Arm the timers of the sessions in the state as it is now (after a restore)."""
+        _, sessions = self.state.session_list()
+        self.sessions.deactivate()
+        self.sessions.activate([(s.id, s.ttl) for s in sessions])
+
+    def _establish(self) -> None:
+        self.leading = True
+        self.restart_session_timers()
+        self.tombstones.reset()
+        self._tasks.append(asyncio.get_running_loop().create_task(self._reap_tombstones()))
+        log.info("%s: leader duties started (%d session timers)", self.config.node_name,
+                 len(self.sessions))
+
+    def _revoke(self) -> None:
+        self.leading = False
+        self.sessions.deactivate()
+        for task in self._tasks:
+            task.cancel()
+        self._tasks.clear()
+        log.info("%s: leader duties stopped", self.config.node_name)
+
+    async def _reap_tombstones(self) -> None:
+        while True:
+            await asyncio.sleep(self.tombstones.granularity)
+            upto = self.tombstones.expired()
+            if upto:
+                try:
+                    await self.raft_apply(fsm.reap_command(upto))
+                except (RPCError, Retry) as exc:
+                    log.info("%s: tombstone reap up to %d failed: %r", self.config.node_name,
+                             upto, exc)
+
+    async def _expire_session(self, session_id: str) -> None:
+        log.info("%s: session %s TTL expired", self.config.node_name, session_id)
+        command = fsm.session_destroy_command(session_id, ts=time.time_ns())
+        await self.raft_apply(command, may_delete=True)
+
+    async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.sessions.close()

@@ -23,7 +23,7 @@ from pykvs.server.args import field_bytes, field_str, field_uint
 from pykvs.server.rpc import RPCError
 
 if TYPE_CHECKING:
-    from pykvs.server.server import Server
+    from pykvs.server.seam import ServerCore
 
 UPLOAD_HOLD = 60.0  # seconds an upload waits for its next piece
 READ_CHUNK = 1 << 20
@@ -55,7 +55,7 @@ class RestoreUploads:
                 upload.spool.close()
                 del self._uploads[upload_id]
 
-    async def receive(self, server: Server, args: dict[str, Any]) -> dict[str, Any]:
+    async def receive(self, server: ServerCore, args: dict[str, Any]) -> dict[str, Any]:
         """One piece: ``ID`` ("" starts an upload), ``Offset`` (bytes received so far),
         ``Data``, ``EOF``. Answers ``{"ID"}``, or after the last piece the restore's
         ``{"Index"}`` once a quorum holds it."""
@@ -86,7 +86,7 @@ class RestoreUploads:
             upload.spool.close()
 
 
-async def restore_stream(server: Server, spool: IO[bytes]) -> int:
+async def restore_stream(server: ServerCore, spool: IO[bytes]) -> int:
     """Verify the FSM snapshot stream in ``spool`` and restore it through Raft; returns the
     Raft index it was installed at."""
     node = server.require_node()
