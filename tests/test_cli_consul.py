@@ -313,7 +313,7 @@ def test_operator_raft_on_three_agents(tmp_path: Path, capsys: pytest.CaptureFix
 
 
 def test_progress_bar_only_on_a_terminal() -> None:
-    from pykvs.cli_consul import progress_bar
+    from pykvs.cli.http_client import progress_bar
 
     class Terminal(io.StringIO):
         def isatty(self) -> bool:

@@ -1,19 +1,15 @@
-"""The ``pykvs`` command: ``pykvs agent`` runs a server; ``kv``, ``operator raft`` and
-``snapshot`` (pykvs.cli_consul) talk to one over the HTTP API, as the consul CLI does."""
+"""``pykvs agent``: its flags (GNU-style, ``--node``, ``--data-dir``, ...), checked and turned
+into a pykvs.agent.AgentConfig, then the agent run until a signal stops it."""
 
 from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable, Sequence
+from typing import Any
 
-from pykvs import cli_acl, cli_consul
-from pykvs.server import agent
+from pykvs import agent
 from pykvs.server.limits import Limits
 from pykvs.server.tls import TLSConfig
-
-# name -> (add the subcommand's arguments to its parser, run it with the parsed namespace)
-Command = tuple[Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]
 
 
 def _port(text: str) -> int:
@@ -26,7 +22,7 @@ def _port(text: str) -> int:
     return port
 
 
-def _agent_arguments(parser: argparse.ArgumentParser) -> None:
+def _arguments(parser: argparse.ArgumentParser) -> None:
     defaults = agent.AgentConfig()
     parser.add_argument("--node", default=defaults.node,
                         help="node name, also the Raft server id (default: the host name)")
@@ -108,7 +104,7 @@ def _security_config(ns: argparse.Namespace) -> tuple[TLSConfig, Limits]:
     return tls, limits
 
 
-def _run_agent(ns: argparse.Namespace) -> int:
+def run_agent(ns: argparse.Namespace) -> int:
     if ns.bootstrap_expect < 0:
         print("pykvs agent: --bootstrap-expect must be >= 0", file=sys.stderr)
         return 2
@@ -134,26 +130,8 @@ def _run_agent(ns: argparse.Namespace) -> int:
     return agent.main(config)
 
 
-COMMANDS: dict[str, Command] = {"agent": (_agent_arguments, _run_agent)}
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="pykvs", description="A Raft-replicated KV store "
-                                     "modelled on Consul's KV store.")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    sub.required = True
-    for name, (add_arguments, _) in COMMANDS.items():
-        add_arguments(sub.add_parser(name, help=f"pykvs {name}"))
-    cli_consul.register(sub)  # kv, operator raft, snapshot: each leaf sets ``run``
-    cli_acl.register(sub)  # acl bootstrap|policy|token
-    return parser
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    ns = build_parser().parse_args(argv)
-    run = getattr(ns, "run", None)
-    return run(ns) if run is not None else COMMANDS[ns.command][1](ns)
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+def register(subparsers: Any) -> None:
+    """Add ``agent`` to the ``pykvs`` command's subparsers."""
+    parser = subparsers.add_parser("agent", help="pykvs agent")
+    _arguments(parser)
+    parser.set_defaults(run=run_agent)

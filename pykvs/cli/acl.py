@@ -9,19 +9,14 @@ import json
 import sys
 from typing import Any, TextIO
 
-from pykvs.cli_consul import (
-    CommandError,
-    _command,
-    _flag,
-    _group,
-    _positional,
-    client_from,
-)
+from pykvs.cli.command import CommandError, command, group, positional
+from pykvs.cli.flags import flag
+from pykvs.cli.http_client import client_from
 
 
 def _format_flag(p: argparse.ArgumentParser) -> None:
-    _flag(p, "format", default="pretty", choices=("pretty", "json"),
-          help="output format (default: pretty)")
+    flag(p, "format", default="pretty", choices=("pretty", "json"),
+         help="output format (default: pretty)")
 
 
 def _show(ns: argparse.Namespace, out: TextIO, record: Any, pretty: str) -> int:
@@ -99,13 +94,13 @@ def _call(ns: argparse.Namespace, failure: str, method: str, path: str,
 
 # ----------------------------------------------------------------------------- commands
 def acl_bootstrap(ns: argparse.Namespace, out: TextIO) -> int:
-    _positional(ns, 0)
+    positional(ns, 0)
     token = _call(ns, "Failed ACL bootstrapping", "PUT", "/v1/acl/bootstrap")
     return _show(ns, out, token, format_token(token))
 
 
 def policy_create(ns: argparse.Namespace, out: TextIO) -> int:
-    _positional(ns, 0)
+    positional(ns, 0)
     if not ns.name:
         raise CommandError("Missing required '-name' flag")
     body = {"Name": ns.name, "Description": ns.description, "Rules": _rules(ns.rules)}
@@ -114,19 +109,19 @@ def policy_create(ns: argparse.Namespace, out: TextIO) -> int:
 
 
 def policy_list(ns: argparse.Namespace, out: TextIO) -> int:
-    _positional(ns, 0)
+    positional(ns, 0)
     policies = _call(ns, "Failed to retrieve the policy list", "GET", "/v1/acl/policies",
                      read=True) or []
     pretty = "".join(
         f"{p['Name']}:\n" + _rows([("ID", p["ID"]), ("Description", p.get("Description", "")),
-                                  ("Datacenters", ", ".join(p.get("Datacenters") or []))],
-                                 POLICY_WIDTH, "   ")
+                                   ("Datacenters", ", ".join(p.get("Datacenters") or []))],
+                                  POLICY_WIDTH, "   ")
         for p in policies)
     return _show(ns, out, policies, pretty)
 
 
 def policy_read(ns: argparse.Namespace, out: TextIO) -> int:
-    _positional(ns, 0)
+    positional(ns, 0)
     policy_id = _policy_id(ns)
     policy = _call(ns, f"Error reading policy {policy_id!r}", "GET",
                    f"/v1/acl/policy/{policy_id}", read=True)
@@ -134,7 +129,7 @@ def policy_read(ns: argparse.Namespace, out: TextIO) -> int:
 
 
 def policy_delete(ns: argparse.Namespace, out: TextIO) -> int:
-    _positional(ns, 0)
+    positional(ns, 0)
     policy_id = _policy_id(ns)
     _call(ns, f"Error deleting policy {policy_id!r}", "DELETE", f"/v1/acl/policy/{policy_id}")
     out.write(f"Policy {policy_id!r} deleted successfully\n")
@@ -142,7 +137,7 @@ def policy_delete(ns: argparse.Namespace, out: TextIO) -> int:
 
 
 def token_create(ns: argparse.Namespace, out: TextIO) -> int:
-    _positional(ns, 0)
+    positional(ns, 0)
     links = [{"ID": pid} for pid in ns.policy_id] + [{"Name": n} for n in ns.policy_name]
     body: dict[str, Any] = {"Description": ns.description, "Policies": links,
                             "Local": ns.local}
@@ -157,14 +152,14 @@ def token_create(ns: argparse.Namespace, out: TextIO) -> int:
 
 
 def token_list(ns: argparse.Namespace, out: TextIO) -> int:
-    _positional(ns, 0)
+    positional(ns, 0)
     tokens = _call(ns, "Failed to retrieve the token list", "GET", "/v1/acl/tokens",
                    read=True) or []
     return _show(ns, out, tokens, "\n".join(format_token(t) for t in tokens))
 
 
 def token_read(ns: argparse.Namespace, out: TextIO) -> int:
-    _positional(ns, 0)
+    positional(ns, 0)
     if not ns.id and not ns.self:
         raise CommandError("Must specify the -id parameter")
     path = "/v1/acl/token/self" if ns.self else f"/v1/acl/token/{ns.id}"
@@ -173,7 +168,7 @@ def token_read(ns: argparse.Namespace, out: TextIO) -> int:
 
 
 def token_delete(ns: argparse.Namespace, out: TextIO) -> int:
-    _positional(ns, 0)
+    positional(ns, 0)
     if not ns.id:
         raise CommandError("Must specify the -id parameter")
     _call(ns, f"Error deleting token {ns.id!r}", "DELETE", f"/v1/acl/token/{ns.id}")
@@ -183,47 +178,47 @@ def token_delete(ns: argparse.Namespace, out: TextIO) -> int:
 
 # -------------------------------------------------------------------------------- flags
 def _policy_create_flags(p: argparse.ArgumentParser) -> None:
-    _flag(p, "name", default="", help="the new policy's name (required)")
-    _flag(p, "description", default="", help="a description of the policy")
-    _flag(p, "rules", default="", help="the rules: text, @file, or - for stdin")
+    flag(p, "name", default="", help="the new policy's name (required)")
+    flag(p, "description", default="", help="a description of the policy")
+    flag(p, "rules", default="", help="the rules: text, @file, or - for stdin")
     _format_flag(p)
 
 
 def _policy_pick_flags(p: argparse.ArgumentParser) -> None:
-    _flag(p, "id", default="", help="the policy's ID")
-    _flag(p, "name", default="", help="the policy's name")
+    flag(p, "id", default="", help="the policy's ID")
+    flag(p, "name", default="", help="the policy's name")
     _format_flag(p)
 
 
 def _token_create_flags(p: argparse.ArgumentParser) -> None:
-    _flag(p, "description", default="", help="a description of the token")
-    _flag(p, "policy-id", action="append", default=[], help="a policy ID (repeatable)")
-    _flag(p, "policy-name", action="append", default=[], help="a policy name (repeatable)")
-    _flag(p, "accessor", default="", help="the AccessorID (default: random)")
-    _flag(p, "secret", default="", help="the SecretID (default: random)")
-    _flag(p, "local", action="store_true", help="a datacenter-local token")
-    _flag(p, "expires-ttl", default="", help="a duration after which the token expires")
+    flag(p, "description", default="", help="a description of the token")
+    flag(p, "policy-id", action="append", default=[], help="a policy ID (repeatable)")
+    flag(p, "policy-name", action="append", default=[], help="a policy name (repeatable)")
+    flag(p, "accessor", default="", help="the AccessorID (default: random)")
+    flag(p, "secret", default="", help="the SecretID (default: random)")
+    flag(p, "local", action="store_true", help="a datacenter-local token")
+    flag(p, "expires-ttl", default="", help="a duration after which the token expires")
     _format_flag(p)
 
 
 def _token_pick_flags(p: argparse.ArgumentParser) -> None:
-    _flag(p, "id", default="", help="the token's AccessorID")
-    _flag(p, "self", action="store_true", help="read the token given with -token")
+    flag(p, "id", default="", help="the token's AccessorID")
+    flag(p, "self", action="store_true", help="read the token given with -token")
     _format_flag(p)
 
 
 def register(subparsers: Any) -> None:
     """Add ``acl`` to the ``pykvs`` command's subparsers."""
-    acl_sub = _group(subparsers, "acl", "pykvs acl bootstrap|policy|token")
-    _command(acl_sub, "bootstrap", acl_bootstrap, "Bootstrap Consul's ACL system",
-             _format_flag)
-    policy_sub = _group(acl_sub, "policy", "create|list|read|delete")
-    _command(policy_sub, "create", policy_create, "Create an ACL policy", _policy_create_flags)
-    _command(policy_sub, "list", policy_list, "List ACL policies", _format_flag)
-    _command(policy_sub, "read", policy_read, "Read an ACL policy", _policy_pick_flags)
-    _command(policy_sub, "delete", policy_delete, "Delete an ACL policy", _policy_pick_flags)
-    token_sub = _group(acl_sub, "token", "create|list|read|delete")
-    _command(token_sub, "create", token_create, "Create an ACL token", _token_create_flags)
-    _command(token_sub, "list", token_list, "List ACL tokens", _format_flag)
-    _command(token_sub, "read", token_read, "Read an ACL token", _token_pick_flags)
-    _command(token_sub, "delete", token_delete, "Delete an ACL token", _token_pick_flags)
+    acl_sub = group(subparsers, "acl", "pykvs acl bootstrap|policy|token")
+    command(acl_sub, "bootstrap", acl_bootstrap, "Bootstrap Consul's ACL system",
+            _format_flag)
+    policy_sub = group(acl_sub, "policy", "create|list|read|delete")
+    command(policy_sub, "create", policy_create, "Create an ACL policy", _policy_create_flags)
+    command(policy_sub, "list", policy_list, "List ACL policies", _format_flag)
+    command(policy_sub, "read", policy_read, "Read an ACL policy", _policy_pick_flags)
+    command(policy_sub, "delete", policy_delete, "Delete an ACL policy", _policy_pick_flags)
+    token_sub = group(acl_sub, "token", "create|list|read|delete")
+    command(token_sub, "create", token_create, "Create an ACL token", _token_create_flags)
+    command(token_sub, "list", token_list, "List ACL tokens", _format_flag)
+    command(token_sub, "read", token_read, "Read an ACL token", _token_pick_flags)
+    command(token_sub, "delete", token_delete, "Delete an ACL token", _token_pick_flags)

@@ -1,0 +1,7 @@
+"""``python -m pykvs.cli ...``: the ``pykvs`` command."""
+
+import sys
+
+from pykvs.cli import main
+
+sys.exit(main())
