@@ -23,20 +23,9 @@ from pykvs.http.common import (
     unpack_reply,
     write_args,
 )
-from pykvs.server.acl import ACL_DISABLED, ACL_NOT_FOUND, BOOTSTRAP_NOT_ALLOWED
+from pykvs.server.acl import ACL_NOT_FOUND
 
 MAX_ACL_BODY = 1 << 20  # a policy's rules are text; Consul reads bodies of this order
-
-
-def refusal(message: str) -> tuple[int, str] | None:
-    """``(status, text)`` for a server refusal that is an ACL answer, else None."""
-    if message.startswith("Permission denied") or message == ACL_NOT_FOUND:
-        return 403, message
-    if message.startswith(BOOTSTRAP_NOT_ALLOWED):
-        return 403, f"Permission denied: {message}"
-    if message == ACL_DISABLED:
-        return 401, message
-    return None
 
 
 async def _body(request: web.Request, what: str) -> dict[str, Any]:

@@ -234,77 +234,103 @@ class RPCServer:
             writer.close()
             return
         self._connections.add(task)
-        host = str(peer[0]) if isinstance(peer, tuple) and peer else "?"
-        counted = self.blocking is not None and not self.uncounted(host)
-        write_lock = asyncio.Lock()
-        loop = asyncio.get_running_loop()  # once: each call makes a getpid() system call
-        in_flight: set[asyncio.Task[None]] = set()
-        slots = asyncio.Semaphore(self.max_in_flight_per_conn)
-
-        async def respond(req_id: int, error: str | None, result: Any) -> None:
-            try:
-                frame = encode_response(req_id, error, result)
-            except Exception as exc:  # a handler returned something msgpack cannot encode
-                log.exception("rpc: cannot encode the result of request %d", req_id)
-                frame = encode_response(req_id, f"internal error encoding result: {exc}", None)
-            async with write_lock:
-                writer.write(frame)
-                await writer.drain()
-
-        async def run(req_id: int, method: str, handler: Handler, args: dict[str, Any]) -> None:
-            try:
-                if counted and self.blocking is not None and _min_query_index(args) > 0:
-                    try:
-                        with self.blocking.hold(host):
-                            error, result = await invoke(method, handler, args)
-                    except LimitExceeded as exc:
-                        error, result = f"{method}: {exc}", None
-                else:
-                    error, result = await invoke(method, handler, args)
-                await respond(req_id, error, result)
-            finally:
-                slots.release()
-
+        connection = _Connection(self, reader, writer, peer)
         try:
-            while True:
-                try:
-                    if already_read:
-                        obj = already_read.pop(0)
-                    else:
-                        obj = await read_frame(reader, self.max_frame)
-                except (asyncio.IncompleteReadError, ConnectionError):
-                    return
-                except FrameError as exc:
-                    log.warning("rpc: closing connection from %s: %s", peer, exc)
-                    if self.connection_errors:
-                        await refuse_connection(reader, writer, f"rpc: {exc}")
-                    return
-                req_id, method, args, problem = _parse_request(obj)
-                if problem is None and method not in self.handlers:
-                    problem = f"rpc: can't find method {method}"
-                if problem is not None:
-                    if req_id is None:
-                        log.warning("rpc: closing connection from %s: %s", peer, problem)
-                        return
-                    await respond(req_id, problem, None)
-                    continue
-                assert req_id is not None and method is not None
-                await slots.acquire()
-                child = loop.create_task(run(req_id, method, self.handlers[method], args))
-                in_flight.add(child)
-                child.add_done_callback(in_flight.discard)
+            await connection.serve(already_read or [])
         except asyncio.CancelledError:
             # close() cancels us; end normally (asyncio logs a cancelled connection task of
             # a listener, and a handed-off connection belongs to the Raft transport's).
             if not self._closing:
                 raise
         finally:
-            for child in list(in_flight):
+            for child in list(connection.in_flight):
                 child.cancel()
             writer.close()
             with contextlib.suppress(Exception):
                 await wait_for(writer.wait_closed(), 1.0)
             self._connections.discard(task)
+
+
+class _Connection:
+    """One RPC connection: requests read in order, run concurrently (up to the per-connection
+    limit), answered as each finishes."""
+
+    def __init__(self, server: RPCServer, reader: asyncio.StreamReader,
+                 writer: asyncio.StreamWriter, peer: Any) -> None:
+        self.server = server
+        self.reader = reader
+        self.writer = writer
+        self.peer = peer
+        self.host = str(peer[0]) if isinstance(peer, tuple) and peer else "?"
+        self.counted = server.blocking is not None and not server.uncounted(self.host)
+        self.write_lock = asyncio.Lock()
+        self.loop = asyncio.get_running_loop()  # once: each call makes a getpid() system call
+        self.in_flight: set[asyncio.Task[None]] = set()
+        self.slots = asyncio.Semaphore(server.max_in_flight_per_conn)
+
+    async def respond(self, req_id: int, error: str | None, result: Any) -> None:
+        try:
+            frame = encode_response(req_id, error, result)
+        except Exception as exc:  # a handler returned something msgpack cannot encode
+            log.exception("rpc: cannot encode the result of request %d", req_id)
+            frame = encode_response(req_id, f"internal error encoding result: {exc}", None)
+        async with self.write_lock:
+            self.writer.write(frame)
+            await self.writer.drain()
+
+    async def run(self, req_id: int, method: str, handler: Handler, args: dict[str, Any]) -> None:
+        blocking = self.server.blocking
+        try:
+            if self.counted and blocking is not None and _min_query_index(args) > 0:
+                try:
+                    with blocking.hold(self.host):
+                        error, result = await invoke(method, handler, args)
+                except LimitExceeded as exc:
+                    error, result = f"{method}: {exc}", None
+            else:
+                error, result = await invoke(method, handler, args)
+            await self.respond(req_id, error, result)
+        finally:
+            self.slots.release()
+
+    async def _next_frame(self, already_read: list[Any]) -> Any:
+        """The next request frame; _CLOSED when the connection ends or breaks the framing."""
+        server = self.server
+        try:
+            if already_read:
+                return already_read.pop(0)
+            return await read_frame(self.reader, server.max_frame)
+        except (asyncio.IncompleteReadError, ConnectionError):
+            return _CLOSED
+        except FrameError as exc:
+            log.warning("rpc: closing connection from %s: %s", self.peer, exc)
+            if server.connection_errors:
+                await refuse_connection(self.reader, self.writer, f"rpc: {exc}")
+            return _CLOSED
+
+    async def serve(self, already_read: list[Any]) -> None:
+        handlers = self.server.handlers
+        while True:
+            obj = await self._next_frame(already_read)
+            if obj is _CLOSED:
+                return
+            req_id, method, args, problem = _parse_request(obj)
+            if problem is None and method not in handlers:
+                problem = f"rpc: can't find method {method}"
+            if problem is not None:
+                if req_id is None:
+                    log.warning("rpc: closing connection from %s: %s", self.peer, problem)
+                    return
+                await self.respond(req_id, problem, None)
+                continue
+            assert req_id is not None and method is not None
+            await self.slots.acquire()
+            child = self.loop.create_task(self.run(req_id, method, handlers[method], args))
+            self.in_flight.add(child)
+            child.add_done_callback(self.in_flight.discard)
+
+
+_CLOSED = object()  # _Connection._next_frame: no more requests on this connection
 
 
 class RPCClient:
