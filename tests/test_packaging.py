@@ -65,7 +65,7 @@ def test_wheel_builds_installs_and_imports_in_a_fresh_venv(tmp_path: Path) -> No
     # Every package of the source tree made it into the wheel.
     expected = sorted(
         "pykvs." + ".".join(p.parent.relative_to(src / "pykvs").parts)
-        for p in (src / "pykvs").glob("*/__init__.py")
+        for p in (src / "pykvs").rglob("*/__init__.py")  # subpackages at any depth
     )
     assert out.stdout.split() == expected
 
