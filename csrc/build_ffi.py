@@ -1,7 +1,9 @@
 """cffi build script: compiles csrc/*.c into the extension module ``pykvs._cradix``.
 
 Each C unit keeps its Python-visible declarations in a ``.cdef`` file beside its header
-(plain C declarations, no preprocessor), so the tree and the transcoder stay separate units.
+(plain C declarations, no preprocessor), so the tree and the transcoder stay separate units. A unit
+that only other units call (pickle_writer, under the tree's listings) has a .cdef with nothing to
+declare.
 """
 
 from pathlib import Path
@@ -9,7 +11,7 @@ from pathlib import Path
 from cffi import FFI
 
 HERE = Path(__file__).resolve().parent
-UNITS = ["radix", "transcode", "httphead"]
+UNITS = ["radix", "pickle_writer", "transcode", "httphead"]
 
 ffibuilder = FFI()
 for unit in UNITS:

@@ -54,6 +54,8 @@
  * 256 children: lookups use memchr over the key bytes.
  */
 #include "radix.h"
+#include "pickle_writer.h"
+#include "store_le.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -513,55 +515,26 @@ static int buf_reserve(radix_buf *b, size_t extra)
     return 0;
 }
 
-static void put(radix_buf *b, const void *p, size_t n)
+static char *buf_end(const radix_buf *b) { return b->data + b->len; }
+
+static void buf_set_end(radix_buf *b, const char *end) { b->len = (size_t)(end - b->data); }
+
+/* The record writers (put, put_parts, put_record) write at p, where room was made, and
+ * return the end of what they wrote, as the pickle writer and store_le.h do. */
+
+static char *put(char *p, const void *src, size_t n)
 {
-    copy(b->data + b->len, p, n);
-    b->len += n;
+    copy(p, src, n);
+    return p + n;
 }
 
-static void put_u32(radix_buf *b, uint32_t v)
-{
-    uchar *p = (uchar *)b->data + b->len;
-    p[0] = (uchar)v;
-    p[1] = (uchar)(v >> 8);
-    p[2] = (uchar)(v >> 16);
-    p[3] = (uchar)(v >> 24);
-    b->len += 4;
-}
-
-static void put_u64(radix_buf *b, uint64_t v)
-{
-    put_u32(b, (uint32_t)v);
-    put_u32(b, (uint32_t)(v >> 32));
-}
-
-/* Pickle opcodes (protocol 3). */
-#define PK_PROTO '\x80'
-#define PK_EMPTY_LIST ']'
-#define PK_MARK '('
-#define PK_APPENDS 'e'
-#define PK_STOP '.'
-#define PK_SHORT_BINBYTES 'C'
-#define PK_BINBYTES 'B'
-#define PK_BININT 'J'
-#define PK_LONG1 '\x8a'
-#define PK_TUPLE3 '\x87'
-
-static void put_pickle_uint(radix_buf *b, uint64_t v)
-{
-    if (v < 0x80000000u) {
-        b->data[b->len++] = PK_BININT;
-        put_u32(b, (uint32_t)v);
-    } else {
-        /* LONG1: two's complement little-endian; a ninth byte keeps it positive. */
-        unsigned n = v < 0x8000000000000000u ? 8 : 9;
-        b->data[b->len++] = PK_LONG1;
-        b->data[b->len++] = (char)n;
-        put_u64(b, v);
-        if (n == 9)
-            b->data[b->len++] = 0;
-    }
-}
+enum {
+    PACKED_HEADER = 16, /* u32 key_len, u32 value_len, u64 index */
+    RECORD_ROOM = 32    /* the most a listed record takes beyond its key and value bytes */
+};
+_Static_assert(PACKED_HEADER <= RECORD_ROOM, "a packed record's header fits");
+_Static_assert(2 * PW_BYTES_HEAD_ROOM + PW_UINT_ROOM + PW_TUPLE3_ROOM <= RECORD_ROOM,
+               "a pickled (key, value, index) tuple's opcodes fit");
 
 typedef struct {
     radix_buf *out;
@@ -595,57 +568,43 @@ static int path_append(scan_t *s, const uchar *p, size_t n)
 
 static size_t parts_len(parts k) { return k.an + (k.mid >= 0) + k.bn; }
 
-static void put_parts(radix_buf *b, parts k)
+static char *put_parts(char *p, parts k)
 {
-    put(b, k.a, k.an);
+    p = put(p, k.a, k.an);
     if (k.mid >= 0)
-        b->data[b->len++] = (char)k.mid;
-    put(b, k.b, k.bn);
+        *p++ = (char)k.mid;
+    return put(p, k.b, k.bn);
 }
 
-static void put_pickle_header(radix_buf *b, size_t n)
+/* One record in the listing's format: the key in parts, and the entry (NULL for a folder). */
+static char *put_record(char *p, int format, parts key, const radix_leaf *l)
 {
-    if (n < 256) {
-        b->data[b->len++] = PK_SHORT_BINBYTES;
-        b->data[b->len++] = (char)n;
-    } else {
-        b->data[b->len++] = PK_BINBYTES;
-        put_u32(b, (uint32_t)n);
+    size_t klen = parts_len(key);
+    uint32_t vlen = l ? l->vlen : 0;
+    const char *value = l ? l->data : NULL;
+    uint64_t index = l ? l->index : 0;
+    switch (format) {
+    case RADIX_PACKED:
+        p = store_le64(store_le32(store_le32(p, (uint32_t)klen), vlen), index);
+        return put(put_parts(p, key), value, vlen);
+    case RADIX_PICKLE_ITEMS:
+        p = put_parts(pw_begin_bytes(p, klen), key);
+        p = pw_append_bytes(p, value, vlen);
+        return pw_build_tuple3(pw_append_uint(p, index));
+    default: /* RADIX_PICKLE_KEYS */
+        return put_parts(pw_begin_bytes(p, klen), key);
     }
 }
 
-/* Appends one record: the key in parts, and the entry (NULL for a folder). */
+/* Appends one record, and stops the scan at the limit or when out of memory. */
 static void emit(scan_t *s, parts key, const radix_leaf *l)
 {
-    size_t klen = parts_len(key), vlen = l ? l->vlen : 0;
-    if (buf_reserve(s->out, 32 + klen + vlen) < 0) {
+    radix_buf *b = s->out;
+    if (buf_reserve(b, RECORD_ROOM + parts_len(key) + (l ? l->vlen : 0)) < 0) {
         s->stop = -1;
         return;
     }
-    radix_buf *b = s->out;
-    switch (s->format) {
-    case RADIX_PACKED:
-        put_u32(b, (uint32_t)klen);
-        put_u32(b, (uint32_t)vlen);
-        put_u64(b, l ? l->index : 0);
-        put_parts(b, key);
-        if (l)
-            put(b, l->data, vlen);
-        break;
-    case RADIX_PICKLE_ITEMS:
-        put_pickle_header(b, klen);
-        put_parts(b, key);
-        put_pickle_header(b, vlen);
-        if (l)
-            put(b, l->data, vlen);
-        put_pickle_uint(b, l ? l->index : 0);
-        b->data[b->len++] = PK_TUPLE3;
-        break;
-    default:
-        put_pickle_header(b, klen);
-        put_parts(b, key);
-        break;
-    }
+    buf_set_end(b, put_record(buf_end(b), s->format, key, l));
     s->emitted++;
     if (s->limit && (size_t)s->emitted >= s->limit)
         s->stop = 1;
@@ -756,21 +715,16 @@ long radix_scan(const radix_node *t, const char *prefix, size_t plen, const char
                 .format = format};
     int pickled = format != RADIX_PACKED;
     if (pickled) {
-        if (buf_reserve(out, 8) < 0)
+        if (buf_reserve(out, PW_LIST_BEGIN_ROOM) < 0)
             return -1;
-        out->data[out->len++] = PK_PROTO;
-        out->data[out->len++] = 3;
-        out->data[out->len++] = PK_EMPTY_LIST;
-        out->data[out->len++] = PK_MARK;
+        buf_set_end(out, pw_begin_list(buf_end(out)));
     }
     scan_node(&s, t, 0, 1);
     rfree(s.path, s.cap);
-    if (s.stop < 0 || (pickled && buf_reserve(out, 2) < 0))
+    if (s.stop < 0 || (pickled && buf_reserve(out, PW_LIST_END_ROOM) < 0))
         return -1;
-    if (pickled) {
-        out->data[out->len++] = PK_APPENDS;
-        out->data[out->len++] = PK_STOP;
-    }
+    if (pickled)
+        buf_set_end(out, pw_end_list(buf_end(out)));
     return s.emitted;
 }
 
@@ -1061,8 +1015,6 @@ static uint64_t get_u64le(const uchar *p)
 {
     return (uint64_t)get_u32le(p) | (uint64_t)get_u32le(p + 4) << 32;
 }
-
-enum { PACKED_HEADER = 16 }; /* u32 key_len, u32 value_len, u64 index */
 
 /* The whole page is checked before anything is inserted, so a malformed one
  * changes nothing; a failed allocation leaves the records before it inserted. */
