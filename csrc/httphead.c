@@ -63,6 +63,8 @@ static size_t find_blank_line(const uint8_t *buf, size_t limit)
 
 /* The headers the front reads; a second one of any of them makes another shape. */
 enum { H_CONTENT_LENGTH, H_TOKEN, H_AUTHORIZATION, H_CONNECTION, H_READ };
+/* header_kind's other answers: a header the front ignores, or one that makes another shape. */
+enum { H_IGNORED = -1, H_REFUSED = -2 };
 
 static int request_line(const uint8_t *buf, size_t end, httphead *out, size_t *pos)
 {
@@ -112,6 +114,108 @@ static int request_line(const uint8_t *buf, size_t end, httphead *out, size_t *p
     return 1;
 }
 
+/* One header line at buf[*pos .. end): NAME ":" VALUE CRLF. 0 when the line is not of that
+ * shape; else 1, *name and *value (SP/HT trimmed) say where its parts are, *pos is past it. */
+static int header_line(const uint8_t *buf, size_t end, size_t *pos, httphead_span *name,
+                       httphead_span *value)
+{
+    size_t i = *pos;
+    while (i < end && (classes[buf[i]] & C_TOKEN))
+        i++;
+    *name = (httphead_span){*pos, i - *pos, 1};
+    if (name->len == 0 || i >= end || buf[i] != ':')
+        return 0;
+    size_t from = ++i;
+    while (i < end && (classes[buf[i]] & C_VALUE))
+        i++;
+    /* Every line of the head ends in CRLF (the head ends with the last one). */
+    if (i + 2 > end || buf[i] != '\r' || buf[i + 1] != '\n')
+        return 0;
+    size_t to = i;
+    *pos = i + 2;
+    while (from < to && is_space(buf[from]))
+        from++;
+    while (to > from && is_space(buf[to - 1]))
+        to--;
+    *value = (httphead_span){from, to - from, 1};
+    return 1;
+}
+
+/* Which header the name is: one the front reads (H_CONTENT_LENGTH ...), H_REFUSED for one
+ * that makes another shape, H_IGNORED for any other. */
+static int header_kind(const uint8_t *buf, httphead_span name)
+{
+    size_t at = name.off, n = name.len;
+    switch (lower(buf[at])) { /* a cheap first cut: most headers are none of these */
+    case 'c':
+        if (equals_nocase(buf, at, n, "content-length"))
+            return H_CONTENT_LENGTH;
+        if (equals_nocase(buf, at, n, "connection"))
+            return H_CONNECTION;
+        return equals_nocase(buf, at, n, "content-encoding") ? H_REFUSED : H_IGNORED;
+    case 'x':
+        return equals_nocase(buf, at, n, "x-consul-token") ? H_TOKEN : H_IGNORED;
+    case 'a':
+        return equals_nocase(buf, at, n, "authorization") ? H_AUTHORIZATION : H_IGNORED;
+    case 't':
+        return equals_nocase(buf, at, n, "transfer-encoding") ? H_REFUSED : H_IGNORED;
+    case 'e':
+        return equals_nocase(buf, at, n, "expect") ? H_REFUSED : H_IGNORED;
+    case 'u':
+        return equals_nocase(buf, at, n, "upgrade") ? H_REFUSED : H_IGNORED;
+    default:
+        return H_IGNORED;
+    }
+}
+
+/* The header lines from pos to end: seen[H_*] receives the value of each header the front
+ * reads. 0 when a line is malformed, a header is refused or a read one comes twice. */
+static int read_headers(const uint8_t *buf, size_t pos, size_t end, httphead_span seen[H_READ])
+{
+    memset(seen, 0, H_READ * sizeof seen[0]);
+    while (pos < end) {
+        httphead_span name, value;
+        if (!header_line(buf, end, &pos, &name, &value))
+            return 0;
+        int which = header_kind(buf, name);
+        if (which == H_REFUSED)
+            return 0;
+        if (which == H_IGNORED)
+            continue;
+        if (seen[which].present)
+            return 0;
+        seen[which] = value;
+    }
+    return 1;
+}
+
+/* Content-Length: 1 to 19 decimal digits (19 fit in 64 bits; a longer length is over any
+ * limit). 0 when the value is not that. */
+static int parse_content_length(const uint8_t *buf, httphead_span v, uint64_t *length)
+{
+    if (v.len == 0 || v.len > 19)
+        return 0;
+    uint64_t n = 0;
+    for (size_t k = 0; k < v.len; k++) {
+        uint8_t digit = buf[v.off + k];
+        if (digit < '0' || digit > '9')
+            return 0;
+        n = n * 10 + (uint64_t)(digit - '0');
+    }
+    *length = n;
+    return 1;
+}
+
+/* Connection: "close" (*closing = 1) or "keep-alive", in any case. 0 for another value. */
+static int parse_connection(const uint8_t *buf, httphead_span v, int *closing)
+{
+    if (equals_nocase(buf, v.off, v.len, "close"))
+        *closing = 1;
+    else if (!equals_nocase(buf, v.off, v.len, "keep-alive"))
+        return 0;
+    return 1;
+}
+
 int httphead_parse(const uint8_t *buf, size_t len, size_t max_head, httphead *out)
 {
     if (!classes_ready)
@@ -126,91 +230,16 @@ int httphead_parse(const uint8_t *buf, size_t len, size_t max_head, httphead *ou
     size_t end = blank + 2; /* the head: every line with its CRLF */
     httphead h;
     size_t i;
-    if (!request_line(buf, end, &h, &i))
-        return HTTPHEAD_OTHER;
     httphead_span seen[H_READ];
-    memset(seen, 0, sizeof seen);
-    while (i < end) {
-        size_t name = i;
-        while (i < end && (classes[buf[i]] & C_TOKEN))
-            i++;
-        size_t name_len = i - name;
-        if (name_len == 0 || i >= end || buf[i] != ':')
-            return HTTPHEAD_OTHER;
-        i++;
-        size_t value = i;
-        while (i < end && (classes[buf[i]] & C_VALUE))
-            i++;
-        /* Every line of the head ends in CRLF (the head ends with the last one). */
-        if (i + 2 > end || buf[i] != '\r' || buf[i + 1] != '\n')
-            return HTTPHEAD_OTHER;
-        size_t value_end = i;
-        i += 2;
-        while (value < value_end && is_space(buf[value]))
-            value++;
-        while (value_end > value && is_space(buf[value_end - 1]))
-            value_end--;
-        int which = -1;
-        switch (lower(buf[name])) { /* a cheap first cut: most headers are none of these */
-        case 'c':
-            if (equals_nocase(buf, name, name_len, "content-length"))
-                which = H_CONTENT_LENGTH;
-            else if (equals_nocase(buf, name, name_len, "connection"))
-                which = H_CONNECTION;
-            else if (equals_nocase(buf, name, name_len, "content-encoding"))
-                return HTTPHEAD_OTHER;
-            break;
-        case 'x':
-            if (equals_nocase(buf, name, name_len, "x-consul-token"))
-                which = H_TOKEN;
-            break;
-        case 'a':
-            if (equals_nocase(buf, name, name_len, "authorization"))
-                which = H_AUTHORIZATION;
-            break;
-        case 't':
-            if (equals_nocase(buf, name, name_len, "transfer-encoding"))
-                return HTTPHEAD_OTHER;
-            break;
-        case 'e':
-            if (equals_nocase(buf, name, name_len, "expect"))
-                return HTTPHEAD_OTHER;
-            break;
-        case 'u':
-            if (equals_nocase(buf, name, name_len, "upgrade"))
-                return HTTPHEAD_OTHER;
-            break;
-        default:
-            break;
-        }
-        if (which < 0)
-            continue;
-        if (seen[which].present)
-            return HTTPHEAD_OTHER;
-        seen[which].off = value;
-        seen[which].len = value_end - value;
-        seen[which].present = 1;
-    }
+    if (!request_line(buf, end, &h, &i) || !read_headers(buf, i, end, seen))
+        return HTTPHEAD_OTHER;
     h.content_length = 0;
-    if (seen[H_CONTENT_LENGTH].present) {
-        const uint8_t *digits = buf + seen[H_CONTENT_LENGTH].off;
-        size_t n = seen[H_CONTENT_LENGTH].len;
-        if (n == 0 || n > 19) /* 19 digits fit in 64 bits; a longer length is over any limit */
-            return HTTPHEAD_OTHER;
-        for (size_t k = 0; k < n; k++) {
-            if (digits[k] < '0' || digits[k] > '9')
-                return HTTPHEAD_OTHER;
-            h.content_length = h.content_length * 10 + (uint64_t)(digits[k] - '0');
-        }
-    }
+    if (seen[H_CONTENT_LENGTH].present &&
+        !parse_content_length(buf, seen[H_CONTENT_LENGTH], &h.content_length))
+        return HTTPHEAD_OTHER;
     h.close = 0;
-    if (seen[H_CONNECTION].present) {
-        httphead_span c = seen[H_CONNECTION];
-        if (equals_nocase(buf, c.off, c.len, "close"))
-            h.close = 1;
-        else if (!equals_nocase(buf, c.off, c.len, "keep-alive"))
-            return HTTPHEAD_OTHER;
-    }
+    if (seen[H_CONNECTION].present && !parse_connection(buf, seen[H_CONNECTION], &h.close))
+        return HTTPHEAD_OTHER;
     h.token = seen[H_TOKEN];
     h.authorization = seen[H_AUTHORIZATION];
     h.body_offset = blank + 4;

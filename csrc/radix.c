@@ -842,6 +842,30 @@ typedef struct {
     uint64_t old_index; /* of the replaced entry */
 } ins_t;
 
+/* A new leaf for the entry being inserted, with suffix s and a fresh watch id. */
+static radix_leaf *entry_leaf_new(const ins_t *in, parts s)
+{
+    return leaf_new(in->value, in->vlen, in->index, next_watch(), s);
+}
+
+/* Counts the inserted entry in n, one of the nodes on its path. */
+static void count_added(radix_node *n, ins_t *in)
+{
+    in->added = 1;
+    n->count++;
+    note_index(n, in->index);
+}
+
+/* The inserted entry took the place of `old`, held by n: watchers of old are told (fire),
+ * old is dropped and n's max index follows the index that changed. */
+static void retire_replaced(radix_txn *x, radix_node *n, radix_leaf *old, ins_t *in)
+{
+    in->old_index = old->index;
+    fire(x, old->watch);
+    leaf_decref(old);
+    fix_after(n, in->old_index, in->index);
+}
+
 /* A node holding two things: the entry being inserted, whose key continues
  * with k2[0:r2] below the node's path, and `other` (a leaf whose suffix is
  * o2[0:or2], or a node reached by byte o2[0]); the node's prefix is their
@@ -854,8 +878,7 @@ static radix_node *fork_node(ins_t *in, const uchar *k2, size_t r2, size_t q,
     if (!m)
         return NULL;
     copy(node_prefix(m), k2, q);
-    radix_leaf *nl = leaf_new(in->value, in->vlen, in->index, next_watch(),
-                              one_part(k2 + q + (r2 > q), r2 > q ? r2 - q - 1 : 0));
+    radix_leaf *nl = entry_leaf_new(in, one_part(k2 + q + (r2 > q), r2 > q ? r2 - q - 1 : 0));
     radix_leaf *ol = NULL;
     if (other_leaf)
         ol = leaf_moved(other_leaf, one_part(o2 + q + (or2 > q), or2 > q ? or2 - q - 1 : 0));
@@ -882,115 +905,140 @@ static radix_node *fork_node(ins_t *in, const uchar *k2, size_t r2, size_t q,
     return m;
 }
 
-static int ins(radix_txn *x, radix_node **slot, size_t depth, ins_t *in)
+/* The insertion's steps, one per shape of the node *slot whose path the key starts with
+ * (depth bytes of it); d = depth + the node's prefix length, where the key's next byte is.
+ * Each returns 0, or -1 when out of memory with the transaction's content unchanged. */
+
+static int ins(radix_txn *x, radix_node **slot, size_t depth, ins_t *in);
+
+/* own(), for a step that has made `made` (a tagged leaf or a node) to hang from the node:
+ * made comes first so that, when own fails, dropping made leaves the transaction as it was. */
+static radix_node *own_or_drop(radix_txn *x, radix_node **slot, unsigned extra, radix_node *made)
+{
+    radix_node *n = own(x, slot, extra);
+    if (!n)
+        child_decref(made);
+    return n;
+}
+
+/* The key leaves n's prefix after its first p bytes. A new node takes those p bytes and
+ * holds the entry and n below it; n is copied with the rest of its prefix (the prefix is in
+ * n's allocation, and n may be shared with other versions). */
+static int insert_at_prefix_split(radix_txn *x, radix_node **slot, size_t depth, size_t p,
+                                  ins_t *in)
 {
     radix_node *n = *slot;
+    const uchar *pre = node_prefix(n);
+    radix_node *lower = node_clone(n, n->n, one_part(pre + p + 1, n->plen - p - 1));
+    if (!lower)
+        return -1;
+    radix_node *m = fork_node(in, in->key + depth, in->klen - depth, p, NULL, pre, n->plen, lower);
+    if (!m) {
+        node_decref(lower);
+        return -1;
+    }
+    fire(x, n->watch);
+    node_decref(n);
+    *slot = m;
+    in->added = 1;
+    return 0;
+}
+
+/* The key is exactly n's path: the entry becomes n's own leaf, replacing the one there. */
+static int insert_at_node(radix_txn *x, radix_node **slot, ins_t *in)
+{
+    radix_leaf *l = entry_leaf_new(in, one_part(NULL, 0));
+    radix_node *n = l ? own_or_drop(x, slot, 0, TAG_LEAF(l)) : NULL;
+    if (!n)
+        return -1;
+    radix_leaf *old = n->leaf;
+    n->leaf = l;
+    if (old)
+        retire_replaced(x, n, old, in);
+    else
+        count_added(n, in);
+    return 0;
+}
+
+/* No child of n starts with the key's next byte key[d]: the entry hangs from n as a new leaf
+ * child, whose suffix is the rest of the key (n gets room for one more child). */
+static int insert_new_child(radix_txn *x, radix_node **slot, size_t d, ins_t *in)
+{
     const uchar *key = in->key;
-    size_t rem = in->klen - depth;
-    size_t p = common(node_prefix(n), n->plen, key + depth, rem);
-    if (p < n->plen) {
-        /* The key leaves n's prefix at p: a new node takes the common part, n
-         * (copied, shorter prefix) goes under it. */
-        const uchar *pre = node_prefix(n);
-        radix_node *lower =
-            node_clone(n, n->n, one_part(pre + p + 1, n->plen - p - 1));
-        if (!lower)
-            return -1;
-        radix_node *m = fork_node(in, key + depth, rem, p, NULL, pre, n->plen, lower);
-        if (!m) {
-            node_decref(lower);
-            return -1;
-        }
-        fire(x, n->watch);
-        node_decref(n);
-        *slot = m;
-        in->added = 1;
-        return 0;
-    }
-    size_t d = depth + n->plen;
-    if (d == in->klen) {
-        radix_leaf *l = leaf_new(in->value, in->vlen, in->index, next_watch(), one_part(NULL, 0));
-        if (!l)
-            return -1;
-        if (!(n = own(x, slot, 0))) {
-            leaf_decref(l);
-            return -1;
-        }
-        radix_leaf *old = n->leaf;
-        n->leaf = l;
-        if (old) {
-            in->old_index = old->index;
-            fire(x, old->watch);
-            leaf_decref(old);
-            fix_after(n, in->old_index, in->index);
-        } else {
-            in->added = 1;
-            n->count++;
-            note_index(n, in->index);
-        }
-        return 0;
-    }
-    const uchar *k2 = key + d + 1;
+    radix_leaf *l = entry_leaf_new(in, one_part(key + d + 1, in->klen - d - 1));
+    radix_node *n = l ? own_or_drop(x, slot, 1, TAG_LEAF(l)) : NULL;
+    if (!n)
+        return -1;
+    node_insert_child(n, node_lower_bound(n, key[d]), key[d], TAG_LEAF(l));
+    count_added(n, in);
+    return 0;
+}
+
+/* Child i of n is a leaf. With the same key it is replaced; otherwise a new node holding
+ * the common part of the two suffixes takes its place, with the entry and the old leaf
+ * (moved: same entry, same watch id, so not fired) below it. */
+static int insert_at_leaf_child(radix_txn *x, radix_node **slot, unsigned i, size_t d,
+                                ins_t *in)
+{
+    const uchar *k2 = in->key + d + 1;
     size_t r2 = in->klen - d - 1;
-    int i = node_find(n, key[d]);
-    if (i < 0) {
-        radix_leaf *l = leaf_new(in->value, in->vlen, in->index, next_watch(), one_part(k2, r2));
-        if (!l)
-            return -1;
-        if (!(n = own(x, slot, 1))) {
-            leaf_decref(l);
-            return -1;
-        }
-        node_insert_child(n, node_lower_bound(n, key[d]), key[d], TAG_LEAF(l));
-        in->added = 1;
-        n->count++;
-        note_index(n, in->index);
-        return 0;
+    radix_leaf *old = AS_LEAF(KIDS(*slot)[i]);
+    size_t slen;
+    const uchar *s = leaf_suffix(old, &slen);
+    radix_node *repl;
+    if (slen == r2 && same(s, k2, r2)) {
+        radix_leaf *l = entry_leaf_new(in, one_part(k2, r2));
+        repl = l ? TAG_LEAF(l) : NULL;
+    } else {
+        repl = fork_node(in, k2, r2, common(s, slen, k2, r2), old, s, slen, NULL);
     }
-    radix_node *c = KIDS(n)[i];
-    if (IS_LEAF(c)) {
-        radix_leaf *old = AS_LEAF(c);
-        size_t slen;
-        const uchar *s = leaf_suffix(old, &slen);
-        radix_node *repl;
-        if (slen == r2 && same(s, k2, r2)) {
-            radix_leaf *l = leaf_new(in->value, in->vlen, in->index, next_watch(), one_part(k2, r2));
-            repl = l ? TAG_LEAF(l) : NULL;
-        } else {
-            repl = fork_node(in, k2, r2, common(s, slen, k2, r2), old, s, slen, NULL);
-        }
-        if (!repl)
-            return -1;
-        if (!(n = own(x, slot, 0))) {
-            child_decref(repl);
-            return -1;
-        }
-        KIDS(n)[i] = repl;
-        if (IS_LEAF(repl)) { /* replaced the entry */
-            in->old_index = old->index;
-            fire(x, old->watch);
-            leaf_decref(old);
-            fix_after(n, in->old_index, in->index);
-        } else { /* moved it below a new node; same entry, same watch id */
-            leaf_decref(old);
-            in->added = 1;
-            n->count++;
-            note_index(n, in->index);
-        }
-        return 0;
+    radix_node *n = repl ? own_or_drop(x, slot, 0, repl) : NULL;
+    if (!n)
+        return -1;
+    KIDS(n)[i] = repl;
+    if (IS_LEAF(repl)) {
+        retire_replaced(x, n, old, in);
+    } else {
+        leaf_decref(old);
+        count_added(n, in);
     }
-    if (!(n = own(x, slot, 0)))
+    return 0;
+}
+
+/* Child i of n is a node: the entry goes into its subtree, then n's count and max index
+ * follow. n is made the transaction's own first, as the child's slot in it changes. */
+static int insert_below_child(radix_txn *x, radix_node **slot, unsigned i, size_t d, ins_t *in)
+{
+    radix_node *n = own(x, slot, 0);
+    if (!n)
         return -1;
     uint64_t old_max = KIDS(n)[i]->max_index;
     if (ins(x, &KIDS(n)[i], d + 1, in) < 0)
         return -1;
-    if (in->added) {
-        n->count++;
-        note_index(n, in->index);
-    } else {
+    if (in->added)
+        count_added(n, in);
+    else
         fix_after(n, old_max, KIDS(n)[i]->max_index);
-    }
     return 0;
+}
+
+/* Inserts the entry below *slot, whose path is the key's first depth bytes: finds which
+ * shape the node has where the key goes, and takes that step (recursing down a child). */
+static int ins(radix_txn *x, radix_node **slot, size_t depth, ins_t *in)
+{
+    radix_node *n = *slot;
+    size_t p = common(node_prefix(n), n->plen, in->key + depth, in->klen - depth);
+    if (p < n->plen)
+        return insert_at_prefix_split(x, slot, depth, p, in);
+    size_t d = depth + n->plen;
+    if (d == in->klen)
+        return insert_at_node(x, slot, in);
+    int i = node_find(n, in->key[d]);
+    if (i < 0)
+        return insert_new_child(x, slot, d, in);
+    if (IS_LEAF(KIDS(n)[i]))
+        return insert_at_leaf_child(x, slot, (unsigned)i, d, in);
+    return insert_below_child(x, slot, (unsigned)i, d, in);
 }
 
 int radix_txn_insert(radix_txn *x, const char *key, size_t klen, const char *value,
