@@ -46,8 +46,13 @@ def test_every_python_function_is_at_most_80_lines() -> None:
     assert not found, "name the steps: " + ", ".join(found)
 
 
-_C_NOISE = re.compile(r'/\*.*?\*/|//[^\n]*|"(?:\\.|[^"\\\n])*"|\'(?:\\.|[^\'\\\n])*\'|^[ \t]*#[^\n]*',
-                      re.S | re.M)
+_C_NOISE = re.compile(
+    r"/\*.*?\*/"  # block comments
+    r"|//[^\n]*"  # line comments
+    r'|"(?:\\.|[^"\\\n])*"'  # string literals
+    r"|'(?:\\.|[^'\\\n])*'"  # character literals
+    r"|^[ \t]*#[^\n]*",  # preprocessor lines
+    re.S | re.M)
 
 
 def _c_functions(text: str) -> list[tuple[str, int, int]]:
