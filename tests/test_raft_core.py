@@ -70,6 +70,7 @@ class Node:
         sink.write(msgpack.packb([e.to_wire() for e in self.applied if e.index <= index]))
         meta = sink.commit()
         self.core.compact(max(0, index - trailing), meta)
+        assert not self.process()  # the Ready that writes the compaction, and nothing else
         return meta
 
     def process(self) -> list[Message]:
@@ -78,6 +79,8 @@ class Node:
         while self.core.has_ready():
             rd = self.core.ready()
             self.store.save(rd.hard_state, rd.entries, rd.snapshot)
+            if rd.compaction is not None:
+                self.store.compact(rd.compaction.upto, rd.compaction.meta)
             out.extend(rd.messages)
             if rd.snapshot is not None:
                 self.applied = self._restore_fsm()

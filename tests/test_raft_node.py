@@ -310,12 +310,13 @@ def test_automatic_snapshots_by_entry_count_wait_for_the_snapshot_interval(
         for i in range(30):
             await node.apply(kv_command("set", b"k%d" % i, b"v"))
         await until(lambda: node.stats()["snapshots_taken"] >= 1, "a first snapshot")
-        await until(lambda: node._snapshot_task is None, "the snapshot in flight to finish")
+        await until(lambda: node._snapshotter.task is None, "the snapshot in flight to finish")
         for i in range(60):  # three thresholds more, each checked as its entries apply
             await node.apply(kv_command("set", b"k%d" % i, b"w"))
-        assert node._snapshot_task is None
+        assert node._snapshotter.task is None
         assert node.stats()["snapshots_taken"] == 1
-        node._last_snapshot_at -= 3600  # the interval has passed: the next check snapshots
+        # The interval has passed: the next check snapshots.
+        node._snapshotter.last_automatic -= 3600
         await until(lambda: node.stats()["snapshots_taken"] >= 2, "a second snapshot")
 
     scenario(tmp_path, body, snapshot_threshold=20, snapshot_interval=3600)
@@ -337,7 +338,7 @@ def test_automatic_snapshot_by_payload_bytes_bounds_what_a_restart_replays(
             await n1.node.apply(kv_command("set", b"k%d" % i, value))
         node = n1.node
         await until(lambda: node.stats()["snapshots_taken"] >= 2, "snapshots by payload size")
-        await until(lambda: node._snapshot_task is None, "the snapshot in flight to finish")
+        await until(lambda: node._snapshotter.task is None, "the snapshot in flight to finish")
         await n1.stop()
         await n1.start()
         restarted = n1.node
@@ -633,7 +634,7 @@ def test_snapshots_a_follower_does_not_install_are_not_stored(tmp_path: Path) ->
             frames += [["snap", "chunk", transfer, n, chunk] for n, chunk in enumerate(chunks)]
             frames.append(["snap", "end", transfer, len(chunks), message.to_wire()])
             for frame in frames:  # as the transport hands them over from the leader's link
-                await follower.node._on_snapshot_frame(leader.id, frame)
+                await follower.node._messenger.on_message(leader.id, frame)
         latest = follower.storage.snapshots.latest()
         assert latest is not None and latest.index == own.index
         assert follower.node.stats()["snapshots_installed"] == 0

@@ -5,12 +5,15 @@ The driver feeds ``tick()``, ``step(message)``, ``propose(data)`` and friends, t
     while core.has_ready():
         rd = core.ready()
         log.save(rd.hard_state, rd.entries, rd.snapshot)   # one durable write
+        if rd.compaction:                                   # asked for by compact()
+            log.compact(rd.compaction.upto, rd.compaction.meta)
         send(rd.messages)                                   # only after the write
         install(rd.snapshot); apply(rd.committed_entries); answer(rd.read_states)
         core.advance(rd)
 
 At most one Ready is outstanding: ``has_ready()`` is False between ``ready()`` and ``advance()``.
-The core may be stepped meanwhile (the write can run off the event loop).
+The core may be stepped meanwhile (the write can run off the event loop). The core only reads
+the LogStore it is given; every write is the driver's, asked for in a Ready.
 """
 
 from __future__ import annotations
@@ -90,6 +93,18 @@ class ReadState:
     index: int
 
 
+@dataclass(frozen=True, slots=True)
+class Compaction:
+    """Drop the log entries ``<= upto``: the snapshot ``meta`` covers them (``LogStore.compact``).
+
+    Its entries are durable and applied; the driver may write it in any order relative to the
+    Ready's other writes, and need not wait for it before ``advance()``.
+    """
+
+    upto: int
+    meta: SnapshotMeta
+
+
 @dataclass
 class Ready:
     soft_state: SoftState | None = None
@@ -99,6 +114,7 @@ class Ready:
     messages: list[Message] = field(default_factory=list)
     committed_entries: list[Entry] = field(default_factory=list)
     read_states: list[ReadState] = field(default_factory=list)
+    compaction: Compaction | None = None  # asked for by compact(): the driver writes it
 
 
 TRANSFER_CONTEXT = b"transfer"  # VOTE context of an election started by TimeoutNow
@@ -209,6 +225,7 @@ class RaftCore:
         self._append_pending = False  # new entries to send to followers at the next Ready
         self._commit_pending = False  # a new commit index to tell followers
         self._outstanding: Ready | None = None
+        self._compaction: Compaction | None = None  # asked for, not yet handed out in a Ready
         self._reset(self._term)
         if self._sole_voter():
             # No other server can vote or lead: waiting an election timeout only delays
@@ -463,12 +480,14 @@ class RaftCore:
         pr.probe_sent = True
 
     def compact(self, index: int, meta: SnapshotMeta) -> None:
-        """Drop log entries ``<= index``, now covered by the snapshot ``meta``.
+        """Ask for the log entries ``<= index`` to be dropped, now covered by the snapshot ``meta``.
 
         The driver took ``meta`` (see ``snapshot_meta()``) and stored its body; ``index`` may
-        trail ``meta.index`` to keep a window of entries for slow followers. This is the only
-        call through which the core writes the LogStore (``LogStore.compact``). Ignored
-        while ``snapshot_pending``: the incoming snapshot replaces the log anyway.
+        trail ``meta.index`` to keep a window of entries for slow followers. The next Ready
+        carries the request as its ``compaction`` and the driver writes it
+        (``LogStore.compact``): the core does no I/O. Requests not yet handed out add up (the
+        higher index, the newer snapshot), as if each had been written in turn. Ignored while
+        ``snapshot_pending``: the incoming snapshot replaces the log anyway.
         """
         if self.snapshot_pending:
             return
@@ -478,7 +497,12 @@ class RaftCore:
             raise ValueError(f"compact index {index} is past the snapshot index {meta.index}")
         if index > self._log.persisted_last_index():
             raise ValueError(f"compact index {index} is not persisted yet")
-        self._log.storage.compact(index, meta)
+        asked = self._compaction
+        if asked is not None:
+            index = max(index, asked.upto)
+            if asked.meta.index > meta.index:
+                meta = asked.meta
+        self._compaction = Compaction(index, meta)
 
     # -- outputs --------------------------------------------------------------------------
 
@@ -498,6 +522,7 @@ class RaftCore:
             or self._term != hard.term
             or self._vote != hard.vote
             or self._log.committed != hard.commit
+            or self._compaction is not None
         )
 
     def ready(self) -> Ready:
@@ -517,6 +542,7 @@ class RaftCore:
         rd.committed_entries = self._log.next_committed_entries(self._cfg.max_committed_bytes)
         rd.messages, self._msgs = self._msgs, []
         rd.read_states, self._read_states = self._read_states, []
+        rd.compaction, self._compaction = self._compaction, None
         self._outstanding = rd
         return rd
 

@@ -5,9 +5,9 @@ One ``RaftNode`` is one server. It owns a ``TCPTransport`` and runs two tasks: a
 proposal, read, membership change) wakes the Ready loop, which, for each ``Ready``:
 
 1. persists hard state, entries and an incoming snapshot's metadata in **one** durable write
-   (``LogStore.save_async`` when the store has it: the LMDB writer thread syncs while the loop
-   keeps stepping the core, so everything that arrived meanwhile is group-committed by the next
-   Ready);
+   (``AsyncLogStore.save_async``: the LMDB writer thread syncs while the loop keeps stepping
+   the core, so everything that arrived meanwhile is group-committed by the next Ready), and
+   queues the log compaction the Ready asks for (``compact_async``, not waited for here);
 2. sends the messages (a SNAPSHOT message starts a stream of the body on the bulk lane);
 3. installs a snapshot from the leader into the FSM;
 4. applies committed entries to the FSM in order, resolving the futures of the proposals they
@@ -35,15 +35,11 @@ replaced by another leader's fails it with ``ProposalDroppedError`` (it was not 
 failed durable write stops the node (``NodeFailedError``): a Raft server must not go on after
 its disk lied.
 
-Snapshots: when ``applied`` passes the last snapshot by ``snapshot_threshold`` entries (at most
-once per ``snapshot_interval`` seconds), or the entries applied since it carry
-``snapshot_threshold_bytes`` of payload (or on ``snapshot()``),
-the FSM's O(1) point-in-time copy is streamed into the SnapshotStore from a
-worker thread, and the log is compacted up to ``trailing_entries`` behind it. A follower that
-needs compacted entries receives the body in chunks on the transport's bulk lane
-(``["snap", "begin"|"chunk"|"end", ...]`` frames; heartbeats never wait behind them); the
-SNAPSHOT message itself rides in the "end" frame and is stepped into the follower's core only
-once the whole body is durable there.
+Beside this module: ``applier.py`` applies to the FSM and answers the proposals and reads
+waiting on it; ``log_writer.py`` queues the writes; ``messenger.py`` sends and receives the
+messages (``snapshot_transfer.py``: snapshots as chunk streams on the bulk lane, and their
+bodies staged for the Ready that installs them); ``snapshotter.py`` takes snapshots and has the
+log compacted behind them.
 """
 
 from __future__ import annotations
@@ -54,13 +50,12 @@ import itertools
 import logging
 import random
 import time
-import zlib
-from collections.abc import AsyncIterator, Callable, Container, Iterable, Iterator, Mapping
-from dataclasses import dataclass, replace
-from typing import Any, Protocol, cast, overload
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Mapping
+from typing import Any
 
-from pykvs._aio import wait_for
 from pykvs.netaddr import split_address
+from pykvs.raft.applier import Applier
+from pykvs.raft.config import NodeConfig
 from pykvs.raft.core import (
     ConfigChange,
     ConfigChangeError,
@@ -71,11 +66,21 @@ from pykvs.raft.core import (
     Ready,
     Role,
 )
-from pykvs.raft.interfaces import LogStore, SnapshotStore
+from pykvs.raft.errors import (
+    LeadershipLostError,
+    NodeClosedError,
+    NodeFailedError,
+    ProposalDroppedError,
+    RaftError,
+    RaftTimeoutError,
+)
+from pykvs.raft.interfaces import AsyncLogStore, SnapshotStore, StateMachine
+from pykvs.raft.log_writer import LogWriter
 from pykvs.raft.messages import Message, MessageKind
-from pykvs.raft.progress import ProgressState
-from pykvs.raft.transport import TCPTransport
-from pykvs.raft.types import Configuration, Entry, EntryType, HardState, SnapshotMeta
+from pykvs.raft.messenger import Messenger
+from pykvs.raft.snapshotter import Snapshotter
+from pykvs.raft.types import Configuration, SnapshotMeta
+from pykvs.raft.waiters import Changes, Completion, LeadershipListeners
 
 log = logging.getLogger(__name__)
 
@@ -93,208 +98,13 @@ __all__ = [
     "RaftTimeoutError",
 ]
 
-_SNAP = "snap"  # first item of every bulk-lane frame (control frames start with an int)
 # What a leader may send before its own write of the same Ready is durable.
 _LEADER_KINDS = frozenset({MessageKind.APPEND, MessageKind.HEARTBEAT, MessageKind.SNAPSHOT,
                            MessageKind.TIMEOUT_NOW, MessageKind.READ_INDEX_RESP})
 
 
-class RaftError(Exception):
-    """Base class of the errors the node raises (besides the core's NotLeaderError)."""
-
-
-class LeadershipLostError(RaftError):
-    """This server stopped being leader before the entry was applied: it may or may not commit
-    under the next leader. ``leader_hint`` names the new leader when known."""
-
-    def __init__(self, index: int, leader_hint: str | None) -> None:
-        super().__init__(
-            f"leadership lost before entry {index} was applied; its outcome is unknown "
-            f"(new leader: {leader_hint or 'unknown'})"
-        )
-        self.index = index
-        self.leader_hint = leader_hint
-
-
-class ProposalDroppedError(RaftError):
-    """Another leader's entry took the proposal's index: the proposal was not applied."""
-
-
-class RaftTimeoutError(RaftError, TimeoutError):
-    """A wait (read index, leadership transfer, apply with a timeout) ran out of time."""
-
-
-class NodeClosedError(RaftError):
-    """The node is closed (or closing)."""
-
-
-class NodeFailedError(RaftError):
-    """The node stopped after an unrecoverable error (a failed durable write, an FSM bug)."""
-
-
-class FSMLike(Protocol):
-    """What the node needs of the state machine (``pykvs.fsm.FSM``)."""
-
-    def apply_batch(self, entries: list[tuple[int, bytes]],
-                    results_for: Container[int] | None = None) -> list[Any]:
-        """Results of the entries whose index is in ``results_for`` (others: None)."""
-        ...
-    def snapshot(self, term: int = 0) -> Any: ...  # has .chunks() -> Iterator[bytes]
-    def restore(self, stream: Any) -> Any: ...
-
-
-@dataclass
-class NodeConfig:
-    id: str
-    tick_interval: float = 0.05  # seconds per core tick
-    election_tick: int = 10  # election timeout in ticks (randomized up to twice that)
-    heartbeat_tick: int = 1
-    pre_vote: bool = True
-    check_quorum: bool = True
-    max_inflight: int = 64
-    max_batch_entries: int = 256
-    max_batch_bytes: int = 1 << 20
-    snapshot_threshold: int = 8192  # applied entries in the log before an automatic snapshot
-    # ... or payload bytes of the entries applied since the last snapshot: bounds what a
-    # restart replays when entries are large (a 64-op transaction is one entry of ~8 KiB).
-    snapshot_threshold_bytes: int = 16 << 20
-    # Seconds from one automatic snapshot to the next one the entry count may start (Consul's
-    # raft_snapshot_interval, 5 s): under a steady write load a threshold of 8,192 entries
-    # would otherwise snapshot the whole state and compact the log twice a second. The
-    # payload-bytes threshold does not wait.
-    snapshot_interval: float = 5.0
-    trailing_entries: int = 1024  # entries kept behind a snapshot for slow followers
-    snapshot_send_timeout: float = 10.0  # seconds a bulk frame may wait for queue room
-    read_timeout: float | None = None  # ReadIndex rounds; default: two election timeouts
-    max_entry_bytes: int = 4 << 20  # one command; AppendEntries frames must carry it whole
-    seed: int | None = None
-
-    def __post_init__(self) -> None:
-        if not self.id:
-            raise ValueError("id must be a non-empty server id")
-        if self.tick_interval <= 0:
-            raise ValueError(f"tick_interval must be positive, got {self.tick_interval}")
-        if self.snapshot_threshold < 1:
-            raise ValueError(f"snapshot_threshold must be at least 1, got "
-                             f"{self.snapshot_threshold}")
-        if self.snapshot_threshold_bytes < 1:
-            raise ValueError(f"snapshot_threshold_bytes must be at least 1, got "
-                             f"{self.snapshot_threshold_bytes}")
-        if self.trailing_entries < 0:
-            raise ValueError(f"trailing_entries must be >= 0, got {self.trailing_entries}")
-        if not self.snapshot_interval >= 0:
-            raise ValueError(f"snapshot_interval must be >= 0 seconds, got "
-                             f"{self.snapshot_interval}")
-
-    @property
-    def election_timeout(self) -> float:
-        """The longest randomized election timeout, in seconds."""
-        return 2 * self.election_tick * self.tick_interval
-
-
-class Completion:
-    """The outcome of a ``propose_nowait(data, on_done)``: read like a done future, and handed
-    to ``on_done`` synchronously, in the Ready loop's pass that applies (or drops) the entry.
-
-    Why not an asyncio future: its done-callbacks each go through ``loop.call_soon`` (a Handle
-    made, queued and run a loop iteration later), and at tens of thousands of writes a second
-    that bookkeeping is a visible share of the loop. ``on_done`` must not block or raise (what
-    it raises is logged and dropped); it may propose again.
-    """
-
-    __slots__ = ("_done", "_exception", "_on_done", "_result")
-
-    def __init__(self, on_done: Callable[[Completion], None]) -> None:
-        self._on_done = on_done
-        self._done = False
-        self._result: Any = None
-        self._exception: BaseException | None = None
-
-    def done(self) -> bool:
-        return self._done
-
-    def result(self) -> Any:
-        if not self._done:
-            raise asyncio.InvalidStateError("the proposal is not applied yet")
-        if self._exception is not None:
-            raise self._exception
-        return self._result
-
-    def exception(self) -> BaseException | None:
-        if not self._done:
-            raise asyncio.InvalidStateError("the proposal is not applied yet")
-        return self._exception
-
-    def set_result(self, result: Any) -> None:
-        self._result = result
-        self._finish()
-
-    def set_exception(self, exception: BaseException) -> None:
-        self._exception = exception
-        self._finish()
-
-    def _finish(self) -> None:
-        if self._done:
-            raise asyncio.InvalidStateError("the proposal already has an outcome")
-        self._done = True
-        try:
-            self._on_done(self)
-        except Exception:  # a caller's bug must not stop the Ready loop
-            log.exception("a proposal's on_done callback failed")
-
-
-@dataclass(slots=True)
-class _Proposal:
-    term: int
-    future: asyncio.Future[Any] | Completion
-
-
-@dataclass
-class _Read:
-    future: asyncio.Future[int]
-    index: int | None = None  # set once the ReadIndex round confirmed it
-
-
-@dataclass
-class _Incoming:
-    """A snapshot body being received from one peer."""
-
-    transfer: int
-    meta: SnapshotMeta
-    sink: Any
-    next_chunk: int = 0
-    size: int = 0
-    crc: int = 0
-
-
-class _ChunkStream:
-    """A read-only binary stream over an iterator of byte chunks (for ``FSM.restore``)."""
-
-    def __init__(self, chunks: Iterator[bytes]) -> None:
-        self._chunks = chunks
-        self._buffer = b""
-        self._pos = 0
-
-    def read(self, n: int = -1) -> bytes:
-        parts = []
-        want = n
-        while want != 0:
-            if self._pos >= len(self._buffer):
-                nxt = next(self._chunks, None)
-                if nxt is None:
-                    break
-                self._buffer, self._pos = nxt, 0
-                continue
-            end = len(self._buffer) if want < 0 else min(len(self._buffer), self._pos + want)
-            parts.append(self._buffer[self._pos : end])
-            if want > 0:
-                want -= end - self._pos
-            self._pos = end
-        return b"".join(parts)
-
-
 class RaftNode:
-    """One Raft server over a LogStore, a SnapshotStore, an FSM and a TCP transport.
+    """One Raft server over an AsyncLogStore, a SnapshotStore, an FSM and a TCP transport.
 
     Create it, ``await start()``, and ``await close()`` when done (the stores stay open: the
     caller owns them). All methods must be called from the event loop it was started in.
@@ -308,9 +118,9 @@ class RaftNode:
     def __init__(
         self,
         config: NodeConfig,
-        log_store: LogStore,
+        log_store: AsyncLogStore,
         snapshots: SnapshotStore,
-        fsm: FSMLike,
+        fsm: StateMachine,
         *,
         bind: str = "127.0.0.1:0",
         peers: Mapping[str, str] | None = None,
@@ -326,56 +136,36 @@ class RaftNode:
         self.id = config.id
         self._log = log_store
         self._snapshots = snapshots
-        self._fsm = fsm
         self._bind = bind
         self._static_peers = {p: a for p, a in (peers or {}).items() if p != config.id}
         self._bootstrap = bootstrap
         self._transport_options = dict(transport_options or {})
         self._rng = random.Random(config.seed)
         self._core: RaftCore | None = None
-        self._transport: TCPTransport | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._wakeup = asyncio.Event()
-        self._changed = asyncio.Event()  # set and replaced whenever observable state changes
-        self._proposals: dict[int, _Proposal] = {}
-        # Set by start(). asyncio.get_running_loop() makes a getpid() system call (CPython's
-        # fork check); on the proposal path that was 7 % of the loop's time under load.
-        self._loop: asyncio.AbstractEventLoop
-        self._reads: dict[bytes, _Read] = {}
         self._read_ids = itertools.count(1)
-        self._applied = 0
-        self._last_contact: float | None = None
         self._leader: str | None = None
         self._role = Role.FOLLOWER
-        self._known_addresses: dict[str, str] = dict(self._static_peers)
-        self._peers_sent: dict[str, str] | None = None
-        self._conf_seen: Configuration | None = None
-        self._snapshot_waiters: list[asyncio.Future[SnapshotMeta]] = []
-        self._snapshot_task: asyncio.Task[None] | None = None
-        self._snapshot_retry_at = 0.0  # after a failed automatic snapshot, wait before retrying
-        self._last_snapshot_at = -float("inf")  # monotonic start of the last automatic one
-        # Payload bytes of the entries applied after the newest snapshot (taken or installed),
-        # and of those a snapshot being written covers (given back if it fails).
-        self._bytes_since_snapshot = 0
-        self._bytes_in_snapshot = 0
         self._durable_vote: tuple[int, str | None] = (0, None)
-        self._deferred_hard_state: HardState | None = None  # a commit index not yet written
-        self._deferred_flush: asyncio.TimerHandle | None = None
-        self._snapshot_senders: dict[str, asyncio.Task[None]] = {}
-        self._incoming: dict[str, _Incoming] = {}
-        # Snapshot bodies written but not committed to the store: committed by the Ready that
-        # installs them, so a body is never stored unless the log points to it (else two such
-        # could push the snapshot our log is compacted to out of the keep-two store).
-        self._staged: dict[int, Any] = {}
         self._restore_gate: asyncio.Event | None = None  # set while a user restore runs
-        self._leadership_listeners: list[Callable[[bool], None]] = []
-        self._transfer_ids = itertools.count(1)
+        self._leadership = LeadershipListeners(self.id)
         self._side_tasks: set[asyncio.Task[Any]] = set()
         self._closing = False
         self._closed = asyncio.Event()
         self.failure: BaseException | None = None
+        self._changes = Changes(self.id, self._require_core)
+        self._wait_for = self._changes.wait_for
         self.counters = {"readies": 0, "saves": 0, "applied_entries": 0, "snapshots_taken": 0,
                          "snapshots_sent": 0, "snapshots_installed": 0, "messages_sent": 0}
+        self._writer = LogWriter(log_store, config.tick_interval, self.counters, self._fail)
+        self._snapshotter = Snapshotter(config, log_store, snapshots, fsm, self.counters,
+                                        self._require_core, self._wake)
+        self._applier = Applier(self.id, fsm, snapshots, self._snapshotter, self.counters,
+                                self._wake, self.leader)
+        self._register = self._applier.register  # on the proposal path: no extra call
+        self._messenger = Messenger(config, snapshots, self._static_peers, self.counters,
+                                    self._wake, self._wait_for, self._spawn)
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -385,14 +175,11 @@ class RaftNode:
             raise RuntimeError("node already started (or closed)")
         meta = self._log.snapshot_meta()
         if meta is not None and meta.index > 0:
-            self._fsm.restore(_ChunkStream(iter(self._snapshots.open(meta.index))))
-            self._applied = meta.index
+            self._applier.restore(meta)
         host, port = split_address(self._bind)
-        self._transport = TCPTransport(
-            self.id, self._on_message, host=host, port=port, rng=random.Random(self._rng.random()),
-            **self._transport_options,
-        )
-        await self._transport.start()
+        messenger = self._messenger
+        transport = await messenger.start(host, port, random.Random(self._rng.random()),
+                                          self._transport_options)
         bootstrap = None
         if self._bootstrap:
             bootstrap = Configuration({self.id: self.address, **self._static_peers})
@@ -403,13 +190,13 @@ class RaftNode:
             max_batch_entries=cfg.max_batch_entries, max_batch_bytes=cfg.max_batch_bytes,
         )  # fmt: skip
         try:
-            self._core = RaftCore(core_config, self._log, random.Random(self._rng.random()),
-                                  bootstrap=bootstrap)
+            self._core = messenger.core = RaftCore(
+                core_config, self._log, random.Random(self._rng.random()), bootstrap=bootstrap)
         except BaseException:
-            await self._transport.close()
+            await transport.close()
             raise
-        self._sync_peers()
-        loop = self._loop = asyncio.get_running_loop()
+        messenger.sync_peers()
+        loop = self._applier.loop = asyncio.get_running_loop()
         self._tasks = [
             loop.create_task(self._ready_loop(), name=f"raft-ready {self.id}"),
             loop.create_task(self._ticker(), name=f"raft-tick {self.id}"),
@@ -419,33 +206,29 @@ class RaftNode:
     @property
     def address(self) -> str:
         """The raft address this server listens on (after ``start()``)."""
-        if self._transport is None:
+        if self._messenger.transport is None:
             raise RuntimeError("node not started")
-        return self._transport.address
+        return self._messenger.transport.address
 
     async def close(self) -> None:
         """Stop ticking and serving; fail every waiting call with NodeClosedError."""
         if self._closing:
             await self._closed.wait()
             return
-        self._closing = True
-        if self._deferred_flush is not None:
-            self._deferred_flush.cancel()
+        self._closing = self._messenger.closing = True
+        self._writer.close()
         current = asyncio.current_task()
-        tasks = [t for t in [*self._tasks, *self._snapshot_senders.values(), *self._side_tasks]
+        tasks = [t for t in [*self._tasks, *self._messenger.tasks(), *self._side_tasks]
                  if t is not current]
-        if self._snapshot_task is not None and self._snapshot_task is not current:
-            tasks.append(self._snapshot_task)
+        snapshot_task = self._snapshotter.task
+        if snapshot_task is not None and snapshot_task is not current:
+            tasks.append(snapshot_task)
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        if self._transport is not None:
-            await self._transport.close()
-        sinks = [incoming.sink for incoming in self._incoming.values()]
-        sinks += self._staged.values()
-        self._incoming.clear()
-        self._staged.clear()
-        for sink in sinks:
+        if self._messenger.transport is not None:
+            await self._messenger.transport.close()
+        for sink in self._messenger.take_sinks():
             with contextlib.suppress(Exception):
                 await asyncio.to_thread(sink.abort)
         if self._restore_gate is not None:
@@ -453,9 +236,9 @@ class RaftNode:
         error = self.failure if self.failure is not None else None
         self._fail_all(lambda: NodeFailedError(f"{self.id}: node failed: {error!r}")
                        if error is not None else NodeClosedError(f"{self.id}: node closed"))
-        self._notify()
+        self._changes.notify()
         if self._role is Role.LEADER:
-            self._tell_leadership(False)
+            self._leadership.tell(False)
         self._closed.set()
 
     async def wait_closed(self) -> None:
@@ -476,47 +259,19 @@ class RaftNode:
         leader has been heard from yet."""
         if self._role is Role.LEADER:
             return 0.0
-        if self._last_contact is None:
+        if self._messenger.last_contact is None:
             return None
-        return time.monotonic() - self._last_contact
+        return time.monotonic() - self._messenger.last_contact
 
     def add_leadership_listener(self, callback: Callable[[bool], None]) -> Callable[[], None]:
         """Call ``callback(is_leader)`` from the event loop each time this server gains or
         loses leadership (and ``False`` once when it closes while leading); returns a
         function that removes it. Callbacks must not block."""
-        self._leadership_listeners.append(callback)
+        return self._leadership.add(callback)
 
-        def remove() -> None:
-            with contextlib.suppress(ValueError):
-                self._leadership_listeners.remove(callback)
-
-        return remove
-
-    async def leadership_changes(self) -> AsyncIterator[bool]:
+    def leadership_changes(self) -> AsyncIterator[bool]:
         """Whether this server leads: now, then at each change, until the node closes."""
-        changes: asyncio.Queue[bool | None] = asyncio.Queue()
-        remove = self.add_leadership_listener(changes.put_nowait)
-        closed_waiter = asyncio.get_running_loop().create_task(self._closed.wait())
-        closed_waiter.add_done_callback(lambda _: changes.put_nowait(None))
-        try:
-            current = self.is_leader()
-            yield current
-            while (leading := await changes.get()) is not None:
-                if leading != current:
-                    current = leading
-                    yield leading
-            if current:
-                yield False
-        finally:
-            remove()
-            closed_waiter.cancel()
-
-    def _tell_leadership(self, leading: bool) -> None:
-        for callback in list(self._leadership_listeners):
-            try:
-                callback(leading)
-            except Exception:
-                log.exception("%s: leadership listener %r failed", self.id, callback)
+        return self._leadership.changes(self.is_leader, self._closed)
 
     def configuration(self) -> Configuration:
         """The membership in force (the newest in the log, committed or not)."""
@@ -524,7 +279,7 @@ class RaftNode:
 
     @property
     def applied_index(self) -> int:
-        return self._applied
+        return self._applier.applied
 
     async def apply(self, data: bytes, timeout: float | None = None) -> Any:
         """Propose an FSM command; return the FSM's result once committed and applied here.
@@ -549,7 +304,7 @@ class RaftNode:
             return None
         core = self._require_core()
         index = core.propose(bytes(data))
-        return self._register(core, index, None if on_done is None else Completion(on_done))
+        return self._register(core.term, index, None if on_done is None else Completion(on_done))
 
     def _check_command(self, data: bytes) -> None:
         if not isinstance(data, bytes | bytearray | memoryview):
@@ -563,25 +318,18 @@ class RaftNode:
     async def barrier(self, timeout: float | None = None) -> int:
         """Wait until every entry before now is applied here (leader only); returns the index."""
         await self._propose(b"", timeout)
-        return self._applied
+        return self._applier.applied
 
     async def read_index(self, timeout: float | None = None) -> int:
         """A linearizable read point: a quorum confirmed the leader's commit index (ReadIndex),
         and this server has applied up to it. Works on followers (asks the leader)."""
         core = self._require_core()
         ctx = f"{self.id}/{next(self._read_ids)}".encode()
-        fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         core.read_index(ctx)  # raises NotLeaderError when there is no leader
-        self._reads[ctx] = _Read(fut)
-        self._wake()
-        limit = timeout if timeout is not None else self._read_timeout()
-        try:
-            return await wait_for(asyncio.shield(fut), limit)
-        except TimeoutError:
-            raise RaftTimeoutError(f"{self.id}: read index not confirmed within {limit:.2f}s "
-                                   f"(leader: {self._leader or 'unknown'})") from None
-        finally:
-            self._reads.pop(ctx, None)
+        if timeout is None:
+            timeout = self.config.read_timeout
+        return await self._applier.wait_read(
+            ctx, timeout if timeout is not None else 2 * self.config.election_timeout)
 
     async def verify_leader(self, timeout: float | None = None) -> int:
         """Confirm with a quorum round that this server is still the leader (for ``consistent``
@@ -616,7 +364,7 @@ class RaftNode:
             others = [v for v in core.configuration.voters if v != self.id]
             if not others:
                 raise ValueError("no other voter to transfer leadership to")
-            to = max(others, key=lambda v: getattr(core.progress(v), "match", 0))
+            to = max(others, key=lambda v: p.match if (p := core.progress(v)) is not None else 0)
         elif to == self.id:
             return self.id
         core.transfer_leadership(to)
@@ -632,7 +380,7 @@ class RaftNode:
         window); returns the snapshot's metadata."""
         self._require_core()
         fut: asyncio.Future[SnapshotMeta] = asyncio.get_running_loop().create_future()
-        self._snapshot_waiters.append(fut)
+        self._snapshotter.waiters.append(fut)
         self._wake()  # the Ready loop takes it between two Readies
         return await fut
 
@@ -657,19 +405,12 @@ class RaftNode:
         limit = timeout if timeout is not None else 10 * self.config.election_timeout
         try:
             # Everything proposed before now is applied first (or fails the restore).
-            await self._await_entry(core, core.propose(b""), limit)
-            meta = core.restore_meta(after_index)
-            sink = self._snapshots.create(meta)
-            try:
-                size, crc = await asyncio.to_thread(self._write_body, sink, body)
-                meta = replace(meta, size=size, crc=crc)
-                self._require_core().restore(meta)  # NotLeaderError / ValueError: not done
-            except BaseException:
-                await asyncio.to_thread(sink.abort)
-                raise
-            self._stage(meta.index, sink)
+            await self._applier.wait_applied(core.term, core.propose(b""), limit)
+            meta = await self._messenger.staged.write(
+                core.restore_meta(after_index), body,
+                lambda meta: self._require_core().restore(meta))  # NotLeaderError, ValueError
             self._wake()
-            await self._wait_for(lambda: self._applied >= meta.index, limit,
+            await self._wait_for(lambda: self._applier.applied >= meta.index, limit,
                                  f"the restored snapshot {meta.index} to be installed")
         finally:
             self._restore_gate = None
@@ -678,41 +419,6 @@ class RaftNode:
                  self.id, meta.index, meta.size)
         await self._propose(b"", limit)
         return meta
-
-    @staticmethod
-    def _write_body(sink: Any, body: Iterable[bytes]) -> tuple[int, int]:
-        """In a worker thread: write ``body`` into ``sink``; returns its size and CRC."""
-        size = crc = 0
-        for chunk in body:
-            sink.write(chunk)
-            size += len(chunk)
-            crc = zlib.crc32(chunk, crc)
-        return size, crc
-
-    def _stage(self, index: int, sink: Any) -> None:
-        """Keep ``sink`` for the Ready that installs snapshot ``index``; a staged body the
-        core replaced before that Ready is dropped."""
-        for old_index, old in list(self._staged.items()):
-            if old_index != index:
-                del self._staged[old_index]
-                task = asyncio.get_running_loop().create_task(asyncio.to_thread(old.abort))
-                self._side_tasks.add(task)
-                task.add_done_callback(self._side_tasks.discard)
-        previous = self._staged.get(index)
-        if previous is not None and previous is not sink:
-            task = asyncio.get_running_loop().create_task(asyncio.to_thread(previous.abort))
-            self._side_tasks.add(task)
-            task.add_done_callback(self._side_tasks.discard)
-        self._staged[index] = sink
-
-    async def _commit_staged(self, meta: SnapshotMeta) -> None:
-        """Commit the body of the snapshot this Ready installs (before its meta is saved)."""
-        sink = self._staged.pop(meta.index, None)
-        if sink is None:
-            return  # already stored (a restarted install, or a test's store)
-        stored = await asyncio.to_thread(sink.commit)
-        if (stored.size, stored.crc) != (meta.size, meta.crc):
-            raise RaftError(f"{self.id}: stored snapshot {stored} does not match {meta}")
 
     def stats(self) -> dict[str, Any]:
         """A picture of this server for operators and tests."""
@@ -726,20 +432,20 @@ class RaftNode:
             "role": core.role.value,
             "leader": core.leader_id,
             "commit_index": core.commit_index,
-            "applied_index": self._applied,
+            "applied_index": self._applier.applied,
             "last_log_index": core.last_index,
             "first_log_index": self._log.first_index(),
             "snapshot_index": snap.index if snap is not None else 0,
             "last_contact": self.last_contact(),
             "voters": dict(conf.voters),
             "learners": dict(conf.learners),
-            "pending_proposals": len(self._proposals),
-            "pending_reads": len(self._reads),
+            "pending_proposals": len(self._applier.proposals),
+            "pending_reads": len(self._applier.reads),
             "failed": repr(self.failure) if self.failure is not None else None,
             **self.counters,
         }
 
-    # -- proposals ---------------------------------------------------------------------------
+    # -- helpers of the public API -----------------------------------------------------------
 
     def _require_core(self) -> RaftCore:
         if self.failure is not None:
@@ -756,34 +462,7 @@ class RaftNode:
             await self._restore_gate.wait()
         core = self._require_core()
         index = core.propose(data)  # raises NotLeaderError
-        return await self._await_entry(core, index, timeout)
-
-    @overload
-    def _register(self, core: RaftCore, index: int, outcome: None = None,
-                  ) -> asyncio.Future[Any]: ...
-    @overload
-    def _register(self, core: RaftCore, index: int, outcome: Completion) -> Completion: ...
-
-    def _register(self, core: RaftCore, index: int, outcome: Completion | None = None,
-                  ) -> asyncio.Future[Any] | Completion:
-        """What carries entry ``index``'s result, resolved as it is applied (or dropped):
-        ``outcome``, or a new future on the node's loop."""
-        registered = outcome if outcome is not None else self._loop.create_future()
-        self._proposals[index] = _Proposal(core.term, registered)
-        self._wake()
-        return registered
-
-    async def _await_entry(self, core: RaftCore, index: int, timeout: float | None) -> Any:
-        fut = self._register(core, index)
-        if timeout is None:
-            return await fut
-        try:
-            return await wait_for(asyncio.shield(fut), timeout)
-        except TimeoutError:
-            if self._proposals.get(index) is not None and self._proposals[index].future is fut:
-                del self._proposals[index]
-            raise RaftTimeoutError(f"{self.id}: entry {index} not applied within {timeout}s; "
-                                   f"it may still commit") from None
+        return await self._applier.wait_applied(core.term, index, timeout)
 
     async def _change(self, change: ConfigChange, timeout: float | None) -> int:
         core = self._require_core()
@@ -794,47 +473,14 @@ class RaftNode:
         await self._propose(b"", timeout)
         index = core.propose_config(change)  # raises NotLeaderError / ConfigChangeError
         if change.address:
-            self._known_addresses[change.server_id] = change.address
-        self._sync_peers()
-        await self._await_entry(core, index, timeout)
+            self._messenger.peers.learn(change.server_id, change.address)
+        self._messenger.sync_peers()
+        await self._applier.wait_applied(core.term, index, timeout)
         return index
 
-    # -- waiting -----------------------------------------------------------------------------
-
-    def _notify(self) -> None:
-        self._changed.set()
-        self._changed = asyncio.Event()
-
-    async def _wait_for(self, pred: Callable[[], bool], timeout: float, what: str) -> None:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while not pred():
-            self._require_core()
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                raise RaftTimeoutError(f"{self.id}: timed out after {timeout:.2f}s waiting for "
-                                       f"{what}")
-            with contextlib.suppress(asyncio.TimeoutError):
-                await wait_for(self._changed.wait(), remaining)
-
-    def _read_timeout(self) -> float:
-        if self.config.read_timeout is not None:
-            return self.config.read_timeout
-        return 2 * self.config.election_timeout
-
     def _fail_all(self, make_error: Callable[[], BaseException]) -> None:
-        proposals, self._proposals = self._proposals, {}
-        for proposal in proposals.values():
-            if not proposal.future.done():
-                proposal.future.set_exception(make_error())
-        reads, self._reads = self._reads, {}
-        for read in reads.values():
-            if not read.future.done():
-                read.future.set_exception(make_error())
-        waiters, self._snapshot_waiters = self._snapshot_waiters, []
-        for waiter in waiters:
-            if not waiter.done():
-                waiter.set_exception(make_error())
+        self._applier.fail_all(make_error)
+        self._snapshotter.fail_waiters(make_error)
 
     # -- the Ready loop ----------------------------------------------------------------------
 
@@ -853,6 +499,7 @@ class RaftNode:
         core = self._core
         assert core is not None
         self._durable_vote = (self._log.hard_state().term, self._log.hard_state().vote)
+        snapshotter = self._snapshotter
         try:
             while True:
                 await self._wakeup.wait()
@@ -862,9 +509,11 @@ class RaftNode:
                     await self._process(core, rd)
                     core.advance(rd)
                     self._observe(core)
-                    self._maybe_snapshot(core)
+                    if not self._closing:
+                        snapshotter.maybe_start(core)
                 self._observe(core)
-                self._maybe_snapshot(core)
+                if not self._closing:
+                    snapshotter.maybe_start(core)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -879,7 +528,11 @@ class RaftNode:
         self.failure = exc
         current = asyncio.current_task()
         self._tasks = [t for t in self._tasks if t is not current]
-        task = asyncio.get_running_loop().create_task(self.close())
+        self._spawn(self.close())
+
+    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
+        """Run ``coro`` in a task of its own that ``close()`` cancels if it is still running."""
+        task = asyncio.get_running_loop().create_task(coro)
         self._side_tasks.add(task)
         task.add_done_callback(self._side_tasks.discard)
 
@@ -887,6 +540,10 @@ class RaftNode:
         """Persist, send, install and apply one Ready, in the order safety needs (no stricter:
         every fsync waited for here is latency every write pays)."""
         self.counters["readies"] += 1
+        writer, messenger, applier = self._writer, self._messenger, self._applier
+        if rd.compaction is not None:
+            # Not waited for here: the snapshot that asked for it waits for its write.
+            self._snapshotter.compaction_queued(rd.compaction, writer.compact(rd.compaction))
         hs = rd.hard_state
         vote_unchanged = hs is None or (hs.term, hs.vote) == self._durable_vote
         if hs is not None:
@@ -897,9 +554,9 @@ class RaftNode:
             # on a quorum already), so apply now and let the next Ready's write carry it, or a
             # background write one tick later if none comes.
             if hs is not None:
-                self._defer_hard_state(hs)
-            self._send_all(core, rd.messages)
-            self._apply_ready(rd)
+                writer.defer_hard_state(hs)
+            messenger.send_all(core, rd.messages)
+            applier.apply_ready(rd)
             return
         early: list[Message] = []
         late = rd.messages
@@ -908,7 +565,7 @@ class RaftNode:
             # counts itself towards a commit only once advance() says its entries are durable.
             early = [m for m in rd.messages if m.kind in _LEADER_KINDS]
             late = [m for m in rd.messages if m.kind not in _LEADER_KINDS]
-        self._send_all(core, early)
+        messenger.send_all(core, early)
         # Entries that earlier (awaited) writes made durable here, and that are committed, are
         # applied and answered while this Ready's write syncs rather than after it: otherwise
         # every batch of writes waits for the next batch's fsync before it is answered. The
@@ -917,66 +574,15 @@ class RaftNode:
                        and (not rd.entries
                             or rd.committed_entries[-1].index < rd.entries[0].index))
         if rd.snapshot is not None:
-            await self._commit_staged(rd.snapshot)
-        saved = self._persist(rd)
+            await messenger.staged.commit(rd.snapshot)
+        saved = writer.save(rd)
         if apply_first:
-            self._apply_ready(rd)
-        if saved is not None:
-            await saved
+            applier.apply_ready(rd)
+        await saved
         # From here to advance() nothing yields: see the module docstring.
-        self._send_all(core, late)
+        messenger.send_all(core, late)
         if not apply_first:
-            self._apply_ready(rd)
-
-    def _persist(self, rd: Ready) -> asyncio.Future[None] | None:
-        """Start writing ``rd`` durably: the future of its sync, or None once a log without
-        ``save_async`` has saved it."""
-        self.counters["saves"] += 1
-        hard_state = rd.hard_state or self._deferred_hard_state  # a newer one supersedes it
-        self._deferred_hard_state = None
-        save_async = getattr(self._log, "save_async", None)
-        if save_async is not None:
-            return cast("asyncio.Future[None]", save_async(hard_state, rd.entries, rd.snapshot))
-        self._log.save(hard_state, rd.entries, rd.snapshot)
-        return None
-
-    def _defer_hard_state(self, hard_state: HardState) -> None:
-        self._deferred_hard_state = hard_state
-        if self._deferred_flush is None:
-            self._deferred_flush = asyncio.get_running_loop().call_later(
-                self.config.tick_interval, self._flush_hard_state)
-
-    def _flush_hard_state(self) -> None:
-        self._deferred_flush = None
-        hard_state, self._deferred_hard_state = self._deferred_hard_state, None
-        if hard_state is None or self._closing:
-            return
-        self.counters["saves"] += 1
-        save_async = getattr(self._log, "save_async", None)
-        if save_async is None:
-            self._log.save(hard_state, ())
-            return
-
-        def check(done: asyncio.Future[None]) -> None:
-            if not done.cancelled() and done.exception() is not None:
-                self._fail(done.exception())  # type: ignore[arg-type]
-
-        save_async(hard_state, ()).add_done_callback(check)
-
-    def _send_all(self, core: RaftCore, messages: list[Message]) -> None:
-        for message in messages:
-            self._send(core, message)
-
-    def _apply_ready(self, rd: Ready) -> None:
-        if rd.snapshot is not None:
-            self._install_snapshot(rd.snapshot)
-        if rd.committed_entries:
-            self._apply_entries(rd.committed_entries)
-        for read_state in rd.read_states:
-            read = self._reads.get(read_state.context)
-            if read is not None:
-                read.index = read_state.index
-        self._serve_reads()
+            applier.apply_ready(rd)
 
     def _observe(self, core: RaftCore) -> None:
         """React to role, leader and membership changes."""
@@ -985,327 +591,9 @@ class RaftNode:
             was_leader = self._role is Role.LEADER
             self._role, self._leader = role, leader
             if was_leader != (role is Role.LEADER):
-                self._tell_leadership(not was_leader)
-            if was_leader and role is not Role.LEADER:
-                # Entries already committed are applied here all the same (a leader removing
-                # itself steps down as its removal commits, before applying it): their callers
-                # get the result. The others' outcome is unknown.
-                committed = core.commit_index
-                proposals = self._proposals
-                self._proposals = {i: p for i, p in proposals.items() if i <= committed}
-                for index, proposal in proposals.items():
-                    if index > committed and not proposal.future.done():
-                        proposal.future.set_exception(LeadershipLostError(index, leader))
-            # ReadIndex rounds in flight died with the old leader (or our forwarding of them).
-            reads, self._reads = self._reads, {}
-            for read in reads.values():
-                if not read.future.done():
-                    read.future.set_exception(NotLeaderError(leader, "leader changed during a "
-                                                                     "read"))
+                self._leadership.tell(not was_leader)
+            self._applier.leader_changed(was_leader and role is not Role.LEADER,
+                                         core.commit_index, leader)
             log.info("%s: %s in term %d (leader: %s)", self.id, role.value, core.term, leader)
-        self._sync_peers()
-        self._notify()
-
-    def _sync_peers(self) -> None:
-        """Point the transport at every server we may have to talk to."""
-        if self._core is None or self._transport is None:
-            return
-        configuration = self._core.configuration
-        if configuration is self._conf_seen:
-            return
-        self._conf_seen = configuration
-        conf = configuration.all_servers()
-        for server, address in conf.items():
-            if address:
-                self._known_addresses[server] = address
-        # Members' current addresses win; static peers stay reachable until removed.
-        peers = {**self._known_addresses, **{s: a for s, a in conf.items() if a}}
-        peers.pop(self.id, None)
-        if peers != self._peers_sent:
-            self._transport.set_peers(peers)
-            self._peers_sent = peers
-
-    # -- messages ----------------------------------------------------------------------------
-
-    def _send(self, core: RaftCore, message: Message) -> None:
-        transport = self._transport
-        assert transport is not None
-        if message.kind is MessageKind.SNAPSHOT:
-            self._start_snapshot_send(message)
-            return
-        try:
-            transport.send(message.dst, message.to_wire())
-        except KeyError:
-            log.debug("%s: no address for %s, dropping %r", self.id, message.dst, message)
-            core.report_unreachable(message.dst)
-            return
-        except ValueError as exc:  # above max_frame (max_entry_bytes should prevent it)
-            log.error("%s: cannot send %r: %s", self.id, message, exc)
-            core.report_unreachable(message.dst)
-            return
-        self.counters["messages_sent"] += 1
-        if not transport.is_connected(message.dst):
-            core.report_unreachable(message.dst)
-
-    def _on_message(self, sender: str, payload: Any) -> Any:
-        core = self._core
-        if core is None or self._closing:
-            return None
-        if isinstance(payload, list) and payload and payload[0] == _SNAP:
-            return self._on_snapshot_frame(sender, payload)
-        try:
-            message = Message.from_wire(payload)
-        except (ValueError, TypeError, KeyError) as exc:
-            log.warning("%s: dropping a malformed message from %s: %s", self.id, sender, exc)
-            return None
-        if message.src != sender or message.dst != self.id:
-            log.warning("%s: dropping %r received from connection of %s", self.id, message,
-                        sender)
-            return None
-        self._step(core, message)
-        return None
-
-    def _step(self, core: RaftCore, message: Message) -> None:
-        if message.kind in (MessageKind.APPEND, MessageKind.HEARTBEAT, MessageKind.SNAPSHOT):
-            self._last_contact = time.monotonic()
-        core.step(message)
-        self._wake()
-
-    # -- applying ----------------------------------------------------------------------------
-
-    def _apply_entries(self, entries: list[Entry]) -> None:
-        commands = [(e.index, e.data) for e in entries if e.type is EntryType.NORMAL and e.data]
-        # Only proposals of this server read results: followers and a replay at start-up
-        # need none built.
-        results = iter(self._fsm.apply_batch(commands, self._proposals) if commands else ())
-        self._bytes_since_snapshot += sum(len(entry.data) for entry in entries)
-        for entry in entries:
-            result = None
-            if entry.type is EntryType.NORMAL and entry.data:
-                result = next(results)
-            self._applied = entry.index
-            proposal = self._proposals.pop(entry.index, None)
-            if proposal is None or proposal.future.done():
-                continue
-            if proposal.term == entry.term:
-                proposal.future.set_result(result)
-            else:
-                proposal.future.set_exception(ProposalDroppedError(
-                    f"entry {entry.index} of term {proposal.term} was replaced by term "
-                    f"{entry.term}'s entry: not applied"))
-        self.counters["applied_entries"] += len(entries)
-
-    def _serve_reads(self) -> None:
-        for ctx, read in list(self._reads.items()):
-            if read.index is not None and read.index <= self._applied:
-                del self._reads[ctx]
-                if not read.future.done():
-                    read.future.set_result(read.index)
-
-    # -- snapshots: taking -------------------------------------------------------------------
-
-    def _maybe_snapshot(self, core: RaftCore) -> None:
-        """Between two Readies (the FSM is exactly at the core's applied index), capture a
-        snapshot when one was asked for or the log passed the threshold; a task writes it."""
-        if self._snapshot_task is not None or self._closing:
-            return
-        applied, base = core.applied_index, self._snapshot_index()
-        config, now = self.config, time.monotonic()
-        by_count = (applied - base >= config.snapshot_threshold
-                    and now >= self._last_snapshot_at + config.snapshot_interval)
-        by_bytes = self._bytes_since_snapshot >= config.snapshot_threshold_bytes
-        automatic = (by_count or by_bytes) and now >= self._snapshot_retry_at
-        if not (self._snapshot_waiters or automatic):
-            return
-        waiters, self._snapshot_waiters = self._snapshot_waiters, []
-        if core.snapshot_pending or applied <= base:
-            existing = self._log.snapshot_meta()
-            for waiter in waiters:
-                if core.snapshot_pending or existing is None:
-                    waiter.set_exception(RaftError(
-                        f"{self.id}: nothing to snapshot (applied {applied}) or a snapshot "
-                        f"from the leader is being installed"))
-                else:
-                    waiter.set_result(existing)  # nothing new since the last snapshot
-            return
-        meta = core.snapshot_meta(applied)
-        image = self._fsm.snapshot(meta.term)  # O(1) point-in-time copy of the state
-        if automatic:
-            self._last_snapshot_at = now
-        self._bytes_in_snapshot, self._bytes_since_snapshot = self._bytes_since_snapshot, 0
-        self._snapshot_task = asyncio.get_running_loop().create_task(
-            self._finish_snapshot(meta, image, waiters), name=f"raft-snapshot {self.id}")
-
-    async def _finish_snapshot(self, meta: SnapshotMeta, image: Any,
-                               waiters: list[asyncio.Future[SnapshotMeta]]) -> None:
-        try:
-            meta = await asyncio.to_thread(self._write_snapshot, meta, image)
-            core = self._require_core()
-            if not core.snapshot_pending:
-                # One short durable write; the core owns its calls into the LogStore.
-                core.compact(max(0, meta.index - self.config.trailing_entries), meta)
-            self.counters["snapshots_taken"] += 1
-            log.info("%s: snapshot at index %d (%d bytes), log compacted", self.id, meta.index,
-                     meta.size)
-            for waiter in waiters:
-                if not waiter.done():
-                    waiter.set_result(meta)
-        except Exception as exc:
-            log.warning("%s: snapshot at index %d failed: %r", self.id, meta.index, exc)
-            self._snapshot_retry_at = time.monotonic() + 10 * self.config.election_timeout
-            self._bytes_since_snapshot += self._bytes_in_snapshot
-            for waiter in waiters:
-                if not waiter.done():
-                    waiter.set_exception(exc)
-        finally:
-            self._snapshot_task = None
-            self._wake()
-
-    def _snapshot_index(self) -> int:
-        meta = self._log.snapshot_meta()
-        return meta.index if meta is not None else 0
-
-    def _write_snapshot(self, meta: SnapshotMeta, image: Any) -> SnapshotMeta:
-        """In a worker thread: stream the FSM image into a sink (committed versions of the tree
-        may be read from any thread)."""
-        sink = self._snapshots.create(meta)
-        try:
-            for chunk in image.chunks():
-                sink.write(chunk)
-            return sink.commit()
-        except BaseException:
-            sink.abort()
-            raise
-
-    def _install_snapshot(self, meta: SnapshotMeta) -> None:
-        """Replace the FSM with the leader's snapshot (its body is already in our store)."""
-        self._fsm.restore(_ChunkStream(iter(self._snapshots.open(meta.index))))
-        self._applied = meta.index
-        self._bytes_since_snapshot = 0
-        self.counters["snapshots_installed"] += 1
-        for index in [i for i in self._proposals if i <= meta.index]:
-            proposal = self._proposals.pop(index)
-            if not proposal.future.done():
-                proposal.future.set_exception(LeadershipLostError(index, self._leader))
-        log.info("%s: installed snapshot at index %d from %s", self.id, meta.index,
-                 self._leader)
-
-    # -- snapshots: sending (leader) ---------------------------------------------------------
-
-    def _start_snapshot_send(self, message: Message) -> None:
-        running = self._snapshot_senders.get(message.dst)
-        if running is not None and not running.done():
-            return  # the stream in progress reports to the core when it ends
-        task = asyncio.get_running_loop().create_task(
-            self._send_snapshot(message), name=f"raft-snapshot {self.id}->{message.dst}")
-        self._snapshot_senders[message.dst] = task
-
-    async def _send_snapshot(self, message: Message) -> None:
-        transport, meta, peer = self._transport, message.snapshot, message.dst
-        assert transport is not None and meta is not None
-        limit = self.config.snapshot_send_timeout
-        transfer = next(self._transfer_ids)
-        ok = False
-        try:
-            await wait_for(
-                transport.send_bulk(peer, [_SNAP, "begin", transfer, meta.to_wire()]), limit)
-            chunks = iter(self._snapshots.open(meta.index))
-            seq = 0
-            while True:
-                chunk = await asyncio.to_thread(next, chunks, None)
-                if chunk is None:
-                    break
-                await wait_for(
-                    transport.send_bulk(peer, [_SNAP, "chunk", transfer, seq, chunk]), limit)
-                seq += 1
-            await wait_for(
-                transport.send_bulk(peer, [_SNAP, "end", transfer, seq, message.to_wire()]),
-                limit)
-            ok = True
-            self.counters["snapshots_sent"] += 1
-            log.info("%s: sent snapshot at index %d to %s (%d chunks)", self.id, meta.index,
-                     peer, seq)
-            # Let the follower's answer move its progress on; reporting at once would let a
-            # heartbeat answer that overtakes it start a second transfer of the same snapshot.
-            with contextlib.suppress(RaftError):
-                await self._wait_for(lambda: self._snapshot_landed(peer),
-                                     2 * self.config.election_timeout,
-                                     f"{peer} to install snapshot {meta.index}")
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            log.warning("%s: sending snapshot %d to %s failed: %r", self.id, meta.index, peer,
-                        exc)
-        finally:
-            if not self._closing and self._core is not None:
-                self._core.report_snapshot(peer, ok)
-                self._wake()
-
-    def _snapshot_landed(self, peer: str) -> bool:
-        progress = self._core.progress(peer) if self._core is not None else None
-        return progress is None or progress.state is not ProgressState.SNAPSHOT
-
-    # -- snapshots: receiving (follower) -----------------------------------------------------
-
-    async def _on_snapshot_frame(self, sender: str, frame: list[Any]) -> None:
-        try:
-            await self._snapshot_frame(sender, frame)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            log.warning("%s: snapshot stream from %s dropped: %r", self.id, sender, exc)
-            await self._drop_incoming(sender)
-
-    async def _drop_incoming(self, sender: str) -> None:
-        incoming = self._incoming.pop(sender, None)
-        if incoming is not None:
-            await asyncio.to_thread(incoming.sink.abort)
-
-    async def _snapshot_frame(self, sender: str, frame: list[Any]) -> None:
-        step = frame[1]
-        if step == "begin":
-            _, _, transfer, meta_wire = frame
-            await self._drop_incoming(sender)
-            meta = SnapshotMeta.from_wire(meta_wire)
-            sink = self._snapshots.create(meta)
-            self._incoming[sender] = _Incoming(int(transfer), meta, sink)
-            return
-        incoming = self._incoming.get(sender)
-        if incoming is None or incoming.transfer != frame[2]:
-            return  # the rest of a stream whose start we did not see: ignore it
-        if step == "chunk":
-            _, _, _, seq, chunk = frame
-            if seq != incoming.next_chunk or not isinstance(chunk, bytes):
-                raise ValueError(f"snapshot chunk {seq!r} out of order (expected "
-                                 f"{incoming.next_chunk})")
-            await asyncio.to_thread(incoming.sink.write, chunk)
-            incoming.next_chunk += 1
-            incoming.size += len(chunk)
-            incoming.crc = zlib.crc32(chunk, incoming.crc)
-        elif step == "end":
-            _, _, _, count, wire = frame
-            if count != incoming.next_chunk:
-                raise ValueError(f"snapshot stream ended after {incoming.next_chunk} chunks, "
-                                 f"sender says {count}")
-            message = Message.from_wire(wire)
-            sent = message.snapshot
-            if sent is None or message.src != sender or message.dst != self.id:
-                raise ValueError(f"bad snapshot message at the end of a stream: {message!r}")
-            received = (incoming.meta.index, incoming.meta.term, incoming.size, incoming.crc)
-            if received != (sent.index, sent.term, sent.size, sent.crc):
-                raise ValueError(f"received snapshot (index, term, size, crc) {received} does "
-                                 f"not match its message {sent}")
-            del self._incoming[sender]
-            core = self._core
-            if core is None or self._closing:
-                await asyncio.to_thread(incoming.sink.abort)
-                return
-            self._step(core, message)
-            if core.pending_snapshot == sent:
-                self._stage(sent.index, incoming.sink)  # committed by the installing Ready
-            else:
-                # Caught up meanwhile: never store a body the log will not point to.
-                await asyncio.to_thread(incoming.sink.abort)
-        else:
-            raise ValueError(f"unknown snapshot frame {step!r}")
-
+        self._messenger.sync_peers()
+        self._changes.notify()

@@ -1,6 +1,6 @@
 """Plain data shared by the Raft core, its storage and its driver.
 
-These are the only types that cross between ``core.py`` (pure protocol), ``storage.py``
+These are the only types that cross between ``core.py`` (pure protocol), ``storage/``
 (LMDB) and ``node.py`` (the asyncio driver). Keep them small, immutable and msgpack-friendly:
 each has ``to_wire()`` returning a tuple of primitives and ``from_wire()`` reversing it.
 """

@@ -358,7 +358,10 @@ class Cluster:
         core = node.core
         if core is None or node.ready is not None or not core.has_ready():
             return
-        node.ready = core.ready()
+        node.ready = rd = core.ready()
+        if rd.compaction is not None:
+            # Queued at once and not waited for, as the node does (a crash after this keeps it).
+            node.log.compact(rd.compaction.upto, rd.compaction.meta)
         node.persist_at = self.now + self.rng.randrange(3)
         if node.persist_at == self.now:
             self.finish_ready(node)
