@@ -17,7 +17,8 @@ import grimp
 ROOT = Path(__file__).resolve().parent.parent
 # Drawn beside the layers: what is not in the layers contract.
 SIDE = ["pykvs.raft", "pykvs.acl", "pykvs.ui", "pykvs.httphead"]
-UTILITIES = ["pykvs.goformat", "pykvs.netaddr", "pykvs._pack", "pykvs._aio", "pykvs._slots"]
+UTILITIES = ["pykvs.goformat", "pykvs.netaddr", "pykvs.packed", "pykvs._pack", "pykvs._aio",
+             "pykvs._slots"]
 
 
 def _layers() -> list[list[str]]:

@@ -27,6 +27,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from pykvs._cradix import ffi, lib
+from pykvs.packed import RECORD
 
 __all__ = [
     "pack_key_list",
@@ -40,7 +41,6 @@ __all__ = [
 
 BytesLike = bytes | bytearray | memoryview
 
-_RECORD_HEADER = struct.Struct("<IIQ")  # key_len, value_len, index
 _KEY_HEADER = struct.Struct("<I")  # key_len
 
 # Items of a stored entry in stored order (enum transcode_field), and what each must be.
@@ -102,7 +102,7 @@ def _record_problem(data: bytes, err: Any, header: struct.Struct, what: str) -> 
     lengths = header.unpack_from(data, offset)
     if err.status == lib.TRANSCODE_ERR_RECORD_BODY:
         sizes = [f"key_len {lengths[0]}"]
-        if header is _RECORD_HEADER:
+        if header is RECORD:
             sizes.append(f"value_len {lengths[1]}")
         verb = "runs" if len(sizes) == 1 else "run"
         return (
@@ -157,7 +157,7 @@ def render_kv_json(packed: BytesLike) -> bytes:
     with Session only when set and Value base64 (``null`` when empty).  An empty listing gives
     ``[]``; Consul answers 404 there instead, which is the HTTP layer's decision.
     """
-    return _render_packed(lib.transcode_kv_json, packed, "packed", _RECORD_HEADER, "record")
+    return _render_packed(lib.transcode_kv_json, packed, "packed", RECORD, "record")
 
 
 def pack_kv_listing_msgpack(packed: BytesLike) -> bytes:
@@ -167,7 +167,7 @@ def pack_kv_listing_msgpack(packed: BytesLike) -> bytes:
     ``msgpack.unpackb(reply)`` gives
     ``[[key, [value, flags, create, modify, lock, session]], ...]``.
     """
-    return _render_packed(lib.transcode_kv_msgpack, packed, "packed", _RECORD_HEADER, "record")
+    return _render_packed(lib.transcode_kv_msgpack, packed, "packed", RECORD, "record")
 
 
 def render_kv_entry_json(key: BytesLike, entry: BytesLike) -> bytes:
@@ -210,7 +210,7 @@ def pack_listing(records: Iterable[tuple[BytesLike, BytesLike, int]]) -> bytes:
     bytes in C (``Tree.list_prefix_packed``).
     """
     parts: list[BytesLike] = []
-    pack_header = _RECORD_HEADER.pack
+    pack_header = RECORD.pack
     for number, (key, value, index) in enumerate(records):
         for name, item in (("key", key), ("value", value)):
             if not isinstance(item, bytes | bytearray | memoryview):

@@ -16,12 +16,12 @@ afterwards (:func:`filter_entries`).
 
 from __future__ import annotations
 
-import struct
 from collections.abc import Callable, Iterable, Sequence
 from operator import attrgetter
 from typing import Any, TypeVar
 
 from pykvs.acl.authorizer import Authorizer, PermissionDenied
+from pykvs.packed import RECORD
 
 __all__ = [
     "check_txn_ops",
@@ -37,7 +37,6 @@ T = TypeVar("T")
 
 _key_of = attrgetter("key")
 _node_of = attrgetter("node")
-_RECORD = struct.Struct("<IIQ")  # key_len, value_len, index (docs/ARCHITECTURE.md)
 
 
 def _keep(items: Iterable[T], allowed: Callable[[T], bool]) -> tuple[list[T], bool]:
@@ -106,8 +105,8 @@ def filter_packed(
     if prefix is not None and authz.key_read_prefix(prefix):
         return packed, False
     view = memoryview(packed)
-    unpack = _RECORD.unpack_from
-    header = _RECORD.size
+    unpack = RECORD.unpack_from
+    header = RECORD.size
     read = authz.key_read
     runs: list[memoryview] = []
     run_start = pos = 0

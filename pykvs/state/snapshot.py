@@ -25,6 +25,7 @@ from typing import IO, Any, BinaryIO, TypeVar
 import msgpack
 
 from pykvs import radix
+from pykvs.packed import RECORD
 from pykvs.state.sessions import LockDelays
 from pykvs.state.store import TABLES, StateSnapshot
 
@@ -39,7 +40,6 @@ _TABLE_TAGS = {name: 10 + i for i, name in enumerate(TABLES)}
 _TAG_TABLES = {tag: name for name, tag in _TABLE_TAGS.items()}
 _U32 = struct.Struct("<I")
 _FRAME = struct.Struct("<BI")
-_RECORD = struct.Struct("<IIQ")  # key_len, value_len, index (the packed listing)
 _PAGE_RECORDS = 8192  # records per table frame
 _MAX_HEADER = 1 << 20
 _MAX_FRAME = 1 << 31  # refuse absurd lengths before allocating
@@ -114,8 +114,8 @@ def _frame(tag: int, payload: bytes) -> bytes:
 def _table_pages(tree: Any) -> Iterator[bytes]:
     """The tree's records in key order, as packed-listing pages of a bounded size."""
     lower = b""
-    unpack = _RECORD.unpack_from
-    header = _RECORD.size
+    unpack = RECORD.unpack_from
+    header = RECORD.size
     while True:
         page = tree.seek_packed(lower, _PAGE_RECORDS)
         if not page:

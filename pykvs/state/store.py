@@ -13,7 +13,6 @@ under it (so the index never goes backwards after a delete); otherwise the table
 
 from __future__ import annotations
 
-import struct
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -31,7 +30,6 @@ T = TypeVar("T")
 KV_TABLES = ("kvs", "tombstones", "sessions", "locks", "session_locks")
 TABLES = KV_TABLES + ACL_TABLES  # snapshot frame tags follow this order: append only
 
-_RECORD = struct.Struct("<IIQ")
 
 
 def _as_key(key: bytes | str, name: str = "key") -> bytes:
