@@ -2,7 +2,7 @@
 
     pytest bench/bench_raft.py --benchmark-only -p no:cacheprovider
 
-Servers are real processes (``python -m pykvs.raft.process``) on 127.0.0.1, each with its own
+Servers are real processes (``tests/raft_process.py``) on 127.0.0.1, each with its own
 LMDB directory; the client pipelines ``set`` requests over one connection. A write counts once
 ``set`` returned True: committed (durable on a quorum) and applied by the leader's FSM.
 
@@ -34,8 +34,12 @@ import lmdb
 import pytest
 from ratios import median_seconds
 
-from pykvs.raft.process import Client
+# The bare Raft server process and its client are the tests' plumbing (tests/raft_process.py).
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
+from raft_process import Client
+
+RAFT_PROCESS = Path(__file__).resolve().parent.parent / "tests" / "raft_process.py"
 VALUE = b"v" * 100
 WRITES = {1: 150, 64: 3000}  # writes per round, by writes in flight
 ROUNDS = 5
@@ -59,7 +63,7 @@ class ProcessCluster:
 
     def _spawn(self, sid: str, *extra: str) -> dict[str, Any]:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "pykvs.raft.process", "--id", sid, "--data-dir",
+            [sys.executable, str(RAFT_PROCESS), "--id", sid, "--data-dir",
              str(self.root / sid), "--tick", "0.05", *extra],
             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, start_new_session=True)
         self.procs.append(proc)

@@ -1,4 +1,4 @@
-"""Raft servers as real processes (``python -m pykvs.raft.process``) on 127.0.0.1 with LMDB data
+"""Raft servers as real processes (``tests/raft_process.py``) on 127.0.0.1 with LMDB data
 directories: kill -9 the leader again and again under continuous writes, and check that every
 acknowledged write ends up on every server; restart a server from its data directory, add a
 server that must catch up by snapshot, remove one.
@@ -20,9 +20,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from raft_process import Client, RemoteError
 
-from pykvs.raft.process import Client, RemoteError
-
+RAFT_PROCESS = Path(__file__).with_name("raft_process.py")
 TICK = "0.02"  # seconds per raft tick: elections within a few hundred milliseconds
 START_TIMEOUT = 20.0
 
@@ -64,7 +64,7 @@ class Proc:
 
     async def start(self, peers: dict[str, str], bootstrap: bool = False,
                     extra: tuple[str, ...] = ()) -> None:
-        args = [sys.executable, "-m", "pykvs.raft.process", "--id", self.id,
+        args = [sys.executable, str(RAFT_PROCESS), "--id", self.id,
                 "--data-dir", str(self.dir), "--bind", self.raft, "--tick", TICK,
                 "--log-level", "INFO", *extra]
         for peer, address in peers.items():
