@@ -15,6 +15,7 @@ import msgpack
 import pytest
 
 from pykvs.raft.core import (
+    Compaction,
     ConfigChange,
     ConfigChangeError,
     ConfigChangeKind,
@@ -640,6 +641,26 @@ def test_a_failed_snapshot_is_retried() -> None:
     c.drop = lambda m: False
     c.tick_all(3)
     assert c.applied_data("c") == values(20)
+
+
+def test_compact_writes_nothing_and_asks_the_driver_in_the_next_ready() -> None:
+    c = elected(writes=10)
+    node = c.nodes["a"]
+    core, store = node.core, node.store
+    applied = core.applied_index
+    older, newer = core.snapshot_meta(applied - 2), core.snapshot_meta(applied)
+    before = (store.first_index(), store.snapshot_meta(), store.save_count)
+    core.compact(applied - 4, newer)
+    core.compact(applied - 6, older)  # requests add up: the higher index, the newer snapshot
+    assert (store.first_index(), store.snapshot_meta(), store.save_count) == before
+    assert core.has_ready()
+    rd = core.ready()
+    assert rd.compaction == Compaction(applied - 4, newer)
+    assert not (rd.entries or rd.messages or rd.committed_entries or rd.hard_state)
+    core.advance(rd)
+    assert not core.has_ready()
+    store.compact(rd.compaction.upto, rd.compaction.meta)  # what the driver does with it
+    assert store.first_index() == applied - 3 and store.snapshot_meta() == newer
 
 
 def test_restart_after_snapshot_restores_from_it_and_replays_the_rest() -> None:

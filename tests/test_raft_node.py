@@ -263,6 +263,30 @@ def test_automatic_snapshot_compacts_the_log(tmp_path: Path) -> None:
     scenario(tmp_path, body, snapshot_threshold=50, trailing_entries=10)
 
 
+def test_a_snapshot_compacts_the_log_off_the_event_loop(tmp_path: Path) -> None:
+    """The core asks for the compaction in a Ready; the node queues it to the writer thread
+    (``compact_async``) and the snapshot is done once that write is durable. The blocking
+    ``compact()``, which syncs on its caller's thread, is never called from the loop."""
+    async def body(c: Cluster) -> None:
+        await c.found(1)
+        server = c.servers["n1"]
+        node, storage = server.node, server.storage
+        assert node is not None and storage is not None
+
+        def on_the_loop(upto: int, meta: Any) -> None:
+            raise AssertionError("a synced compaction on the event loop")
+
+        storage.log.compact = on_the_loop  # type: ignore[method-assign]
+        for i in range(30):
+            await node.apply(kv_command("set", b"k%d" % i, b"v"))
+        meta = await node.snapshot()
+        stats = node.stats()
+        assert stats["snapshot_index"] == meta.index
+        assert stats["first_log_index"] == meta.index - 10 + 1
+
+    scenario(tmp_path, body, snapshot_threshold=100_000, trailing_entries=10)
+
+
 def test_propose_nowait_hands_the_outcome_to_on_done_from_the_ready_loop(
         tmp_path: Path) -> None:
     """The fast HTTP front's writes: ``on_done`` gets each outcome, in log order, as its
