@@ -1,6 +1,6 @@
 /* pickle_writer.c -- see pickle_writer.h. Opcodes as in CPython's Lib/pickle.py. */
 #include "pickle_writer.h"
-#include "store_le.h" /* pickle's byte order for lengths and ints */
+#include "byteorder.h" /* pickle's byte order for lengths and ints */
 
 #include <string.h>
 

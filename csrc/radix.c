@@ -55,7 +55,7 @@
  */
 #include "radix.h"
 #include "pickle_writer.h"
-#include "store_le.h"
+#include "byteorder.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -520,7 +520,7 @@ static char *buf_end(const radix_buf *b) { return b->data + b->len; }
 static void buf_set_end(radix_buf *b, const char *end) { b->len = (size_t)(end - b->data); }
 
 /* The record writers (put, put_parts, put_record) write at p, where room was made, and
- * return the end of what they wrote, as the pickle writer and store_le.h do. */
+ * return the end of what they wrote, as the pickle writer and byteorder.h do. */
 
 static char *put(char *p, const void *src, size_t n)
 {
@@ -1054,16 +1054,6 @@ int radix_txn_insert(radix_txn *x, const char *key, size_t klen, const char *val
     return in.added;
 }
 
-static uint32_t get_u32le(const uchar *p)
-{
-    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
-
-static uint64_t get_u64le(const uchar *p)
-{
-    return (uint64_t)get_u32le(p) | (uint64_t)get_u32le(p + 4) << 32;
-}
-
 /* The whole page is checked before anything is inserted, so a malformed one
  * changes nothing; a failed allocation leaves the records before it inserted. */
 int64_t radix_txn_insert_packed(radix_txn *x, const char *page, size_t len, size_t *bad_at)
@@ -1078,7 +1068,7 @@ int64_t radix_txn_insert_packed(radix_txn *x, const char *page, size_t len, size
             *bad_at = off;
             return -2;
         }
-        uint64_t body = (uint64_t)get_u32le(p + off) + get_u32le(p + off + 4);
+        uint64_t body = (uint64_t)load_le32(p + off) + load_le32(p + off + 4);
         if (body > len - off - PACKED_HEADER) {
             *bad_at = off;
             return -3;
@@ -1087,8 +1077,8 @@ int64_t radix_txn_insert_packed(radix_txn *x, const char *page, size_t len, size
         records++;
     }
     for (off = 0; off < len;) {
-        size_t klen = get_u32le(p + off), vlen = get_u32le(p + off + 4);
-        uint64_t index = get_u64le(p + off + 8);
+        size_t klen = load_le32(p + off), vlen = load_le32(p + off + 4);
+        uint64_t index = load_le64(p + off + 8);
         const char *key = page + off + PACKED_HEADER;
         if (radix_txn_insert(x, key, klen, key + klen, vlen, index) < 0) {
             *bad_at = off;
@@ -1153,6 +1143,26 @@ static void drop_child(radix_txn *x, radix_node *n, unsigned i)
     child_decref(c);
 }
 
+/* After a deletion below child i of n: a child left with nothing is unlinked. */
+static void drop_if_emptied(radix_node *n, unsigned i)
+{
+    if (!KIDS(n)[i])
+        node_remove_child(n, i);
+}
+
+/* After `removed` entries, the largest index `top`, left n's subtree: its count and max
+ * index follow, and a node other than the root is merged or replaced if it became
+ * trivial. */
+static void removed_below(radix_txn *x, radix_node **slot, radix_node *n, uint64_t removed,
+                          uint64_t top, int is_root)
+{
+    n->count -= removed;
+    if (top == n->max_index)
+        node_fix_max(n);
+    if (!is_root)
+        normalize(x, slot);
+}
+
 /* Removes key (which exists below *slot); *gone receives its index. */
 static int del(radix_txn *x, radix_node **slot, size_t depth, const uchar *key, size_t klen,
                uint64_t *gone, int is_root)
@@ -1174,15 +1184,10 @@ static int del(radix_txn *x, radix_node **slot, size_t depth, const uchar *key, 
         } else {
             if (del(x, &KIDS(n)[i], d + 1, key, klen, gone, 0) < 0)
                 return -1;
-            if (!KIDS(n)[i])
-                node_remove_child(n, (unsigned)i);
+            drop_if_emptied(n, (unsigned)i);
         }
     }
-    n->count--;
-    if (*gone == n->max_index)
-        node_fix_max(n);
-    if (!is_root)
-        normalize(x, slot);
+    removed_below(x, slot, n, 1, *gone, is_root);
     return 0;
 }
 
@@ -1239,14 +1244,9 @@ static int delp(radix_txn *x, radix_node **slot, size_t depth, const uchar *p, s
     } else {
         if (delp(x, &KIDS(n)[i], d + 1, p, plen, target, removed, tmax, 0) < 0)
             return -1;
-        if (!KIDS(n)[i])
-            node_remove_child(n, (unsigned)i);
+        drop_if_emptied(n, (unsigned)i);
     }
-    n->count -= removed;
-    if (tmax == n->max_index)
-        node_fix_max(n);
-    if (!is_root)
-        normalize(x, slot);
+    removed_below(x, slot, n, removed, tmax, is_root);
     return 0;
 }
 

@@ -20,6 +20,8 @@
  */
 #include "transcode.h"
 
+#include "byteorder.h"
+
 #include <string.h>
 
 /* ---- input spans and little/big-endian loads ------------------------------------------ */
@@ -28,16 +30,6 @@ typedef struct {
     const uint8_t *p;
     size_t n;
 } span;
-
-static uint32_t load_le32(const uint8_t *p)
-{
-    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
-
-static uint64_t load_le64(const uint8_t *p)
-{
-    return (uint64_t)load_le32(p) | (uint64_t)load_le32(p + 4) << 32;
-}
 
 static uint64_t load_be(const uint8_t *p, size_t width)
 {

@@ -1,15 +1,26 @@
-/* store_le.h -- little-endian stores for the output formats of the C units (the tree's packed
- * listings, the pickle writer's lengths and ints): each writes v at p, returns p past it.
+/* byteorder.h -- little-endian loads and stores for the formats the C units share (the tree's
+ * packed listings, the pickle writer's lengths and ints). A load reads the value at p; a store
+ * writes v at p and returns p past it.
  *
  * On a little-endian host a plain copy. Byte stores would be portable everywhere, but GCC
  * merges those of neighbouring fields into one wide value built with shifts and ORs, a few
  * dozen instructions per packed record header instead of three moves.
  */
-#ifndef PYKVS_STORE_LE_H
-#define PYKVS_STORE_LE_H
+#ifndef PYKVS_BYTEORDER_H
+#define PYKVS_BYTEORDER_H
 
 #include <stdint.h>
 #include <string.h>
+
+static inline uint32_t load_le32(const unsigned char *p)
+{
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+static inline uint64_t load_le64(const unsigned char *p)
+{
+    return (uint64_t)load_le32(p) | (uint64_t)load_le32(p + 4) << 32;
+}
 
 static inline char *store_le32(char *p, uint32_t v)
 {
