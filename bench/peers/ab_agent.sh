@@ -10,6 +10,8 @@
 #     the keys are written before get and range). Default: "put:64".
 #   TARGET=pykvs-rpc: msgpack-RPC (pipelined on one connection) instead of HTTP.
 #   A_ENV / B_ENV: extra environment for the A / B agent (e.g. B_ENV="PYTHONPATH=...").
+#   DATA_ROOT=/dev/shm: the agents' data directories on tmpfs, so that fsync costs nothing and
+#     the agent is bound by its CPU alone (a steadier A/B of CPU per op; not a durable setup).
 # When REV's csrc/ differs from the work tree's, A gets its own C extension, built in its
 # export; otherwise it uses the one built here.
 set -euo pipefail
@@ -33,7 +35,7 @@ free_port() {
 }
 
 run() {  # label, source tree, extra env
-  local dir; dir=$(mktemp -d /tmp/pykvs-ab-run.XXXX)
+  local dir; dir=$(mktemp -d "${DATA_ROOT:-/tmp}/pykvs-ab-run.XXXX")
   local port rpc_port
   port=$(free_port); rpc_port=$(free_port)
   (cd /tmp && env PYTHONPATH="$2" $3 python -m pykvs.cli agent --node ab --data-dir "$dir/d" \
@@ -44,10 +46,12 @@ run() {  # label, source tree, extra env
   local pid; pid=$(pgrep -f "data-dir $dir/d")
   local addr="127.0.0.1:$port"
   [ "$TARGET" = pykvs-rpc ] && addr="127.0.0.1:$rpc_port"
+  local filled=""
   for case in $CASES; do
     local op=${case%%:*} in_flight=${case##*:}
-    if [ "$op" != put ]; then
+    if [ "$op" != put ] && [ -z "$filled" ]; then
       python bench/peers/loadgen.py "$TARGET" fill --addr "$addr" > /dev/null
+      filled=1
     fi
     python bench/peers/loadgen.py "$TARGET" "$op" --addr "$addr" --in-flight "$in_flight" \
         --duration "$SECS" --server-pid "$pid" | python -c "import json, sys

@@ -60,8 +60,9 @@ class ServerCore(Protocol):
 
     def raft_apply_nowait(self, command: bytes, on_done: WriteDone, *,
                           may_delete: bool = False) -> bool:
-        """``raft_apply`` without a coroutine: ``on_done(result, error)`` from the Raft loop;
-        False when nothing was proposed (the caller takes the coroutine path)."""
+        """``raft_apply`` without a coroutine: ``on_done(result, error)`` from the Raft loop,
+        the FSM's refusal as an RPCError error (``raft_apply`` returns it, for the endpoint
+        to raise); False when nothing was proposed (the caller takes the coroutine path)."""
         ...
 
     async def local_query(self, args: dict[str, Any], read: ReadFn) -> tuple[int, Any]:

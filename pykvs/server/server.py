@@ -38,7 +38,6 @@ import logging
 from collections.abc import Coroutine
 from typing import Any, cast
 
-from pykvs.acl import Authorizer
 from pykvs.fsm import FSM
 from pykvs.netaddr import split_address
 from pykvs.raft.node import (
@@ -94,6 +93,7 @@ class Server:
         self.state = self.fsm.store
         self.acl = ServerACL(bool(config.acl_enabled), config.acl_default_policy,
                              lambda: self.state.snapshot().acl)
+        self.authorize = self.acl.authorize  # the seam's authorize, without a call between
         self.data_dir = DataDir(config.data_dir, config.node_name, config.datacenter)
         self.storage: LMDBStorage | None = None
         self.node: RaftNode | None = None
@@ -104,6 +104,7 @@ class Server:
         self.tls_server = config.tls.server_context()
         self.pool = ConnectionPool(ssl=config.tls.client_context())
         self.forwarder = Forwarder(config, self.pool, lambda: self.node, lambda: self.address)
+        self.applies_here = self.forwarder.applies_here  # per fast write: no extra call
         self.formation = Formation(self)
         self.endpoints = Endpoints(self, SavedSnapshots(self._state_image))
         # Method name -> endpoint, run again while leadership moves: ``calls`` answer
@@ -233,14 +234,8 @@ class Server:
     async def forward_dc_only(self, method: str, args: dict[str, Any]) -> tuple[bool, Any]:
         return await self.forwarder.forward_dc_only(method, args)
 
-    def applies_here(self, args: dict[str, Any]) -> bool:
-        return self.forwarder.applies_here(args)
-
     def leader_address(self) -> str:
         return self.forwarder.leader_address()
-
-    def authorize(self, args: dict[str, Any]) -> Authorizer:
-        return self.acl.authorize(args)
 
     async def raft_apply(self, command: bytes, *, may_delete: bool = False) -> Any:
         node = self.node
@@ -261,7 +256,11 @@ class Server:
         def done(proposal: Completion) -> None:
             exc = proposal.exception()
             if exc is None:
-                on_done(self._written(proposal.result(), may_delete), None)
+                result = self._written(proposal.result(), may_delete)
+                if isinstance(result, Exception):  # the FSM's refusal, as raise_if_error
+                    on_done(None, RPCError(str(result)))
+                else:
+                    on_done(result, None)
             elif isinstance(exc, NotLeaderError | RaftError):
                 on_done(None, _write_error(exc))
             else:

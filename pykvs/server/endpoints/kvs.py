@@ -17,7 +17,6 @@ from pykvs.acl import Authorizer, filter_key_list, filter_packed, txn_op_denial
 from pykvs.server.args import field_bytes, field_map, field_str, field_uint
 from pykvs.server.endpoints.common import filtered_meta, raise_if_error
 from pykvs.server.endpoints.results import KeyList, KVEntry, KVListing
-from pykvs.server.rpc import RPCError
 
 if TYPE_CHECKING:
     from pykvs.server.seam import ServerCore, WriteDone
@@ -70,19 +69,14 @@ class KVS:
     def apply_nowait(self, args: dict[str, Any], on_done: WriteDone) -> bool:
         """KVS.Apply proposed at once when this server applies it, answered through
         ``on_done(result, error)`` from the Raft loop; False when ``apply`` must run (the
-        write goes to another server). Bad input raises here, as in ``apply``. An error
-        ``Retry`` means nothing was applied: run ``apply``."""
+        write goes to another server). Bad input raises here, as in ``apply``; the FSM's
+        refusal is an RPCError, as ``apply`` raises it. An error ``Retry`` means nothing was
+        applied: run ``apply``."""
         core = self.core
         if not core.applies_here(args):
             return False
         command, may_delete = self.command(args)
-
-        def applied(result: Any, error: BaseException | None) -> None:
-            if error is None and isinstance(result, Exception):  # the FSM's refusal
-                result, error = None, RPCError(str(result))
-            on_done(result, error)
-
-        return core.raft_apply_nowait(command, applied, may_delete=may_delete)
+        return core.raft_apply_nowait(command, on_done, may_delete=may_delete)
 
     def command(self, args: dict[str, Any]) -> tuple[bytes, bool]:
         """KVS.Apply's checks on the server that applies it: ``(FSM command, may delete)``."""
