@@ -572,18 +572,24 @@ async def watch(address: str, watchers: int, write_interval: float, window: Wind
     window.__init__(0.5, window.end - window.begin, window.server_pids)  # type: ignore[misc]
     await asyncio.gather(window.sample_edges(), writer())
     stop.set()
-    # A waiter that failed (a refused or broken blocking query) is over already: count those.
+    failed = await _end_waiters(tasks, window)
+    lat = sorted(after_ack)
+    return {"watchers": watchers, "waiters_failed": failed,
+            "writes_in_window": writes_in_window,
+            "after_ack_us": {q: lat[min(len(lat) - 1, int(f * len(lat)))] * 1e6
+                             for q, f in (("p50", 0.5), ("p99", 0.99))} if lat else {}}
+
+
+async def _end_waiters(tasks: list[asyncio.Task[None]], window: Window) -> int:
+    """Cancel the waiters; how many had failed already (a refused or broken blocking query),
+    the first few of them recorded as the window's errors."""
     failed = [t.exception() for t in tasks if t.done() and not t.cancelled()
               and t.exception() is not None]
     window.errors += [repr(exc) for exc in failed[:5]]
     for task in tasks:
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
-    lat = sorted(after_ack)
-    return {"watchers": watchers, "waiters_failed": len(failed),
-            "writes_in_window": writes_in_window,
-            "after_ack_us": {q: lat[min(len(lat) - 1, int(f * len(lat)))] * 1e6
-                             for q, f in (("p50", 0.5), ("p99", 0.99))} if lat else {}}
+    return len(failed)
 
 
 # ------------------------------------------------------------------------------ main
