@@ -10,6 +10,7 @@ import json
 import subprocess
 import sys
 import tarfile
+import zlib
 
 import pytest
 
@@ -115,3 +116,17 @@ def test_layers_the_archive_needs_no_aiohttp_and_the_fsm_no_radix() -> None:
         "assert not hasattr(pykvs.fsm, 'radix'), 'pykvs.fsm imports pykvs.radix'\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+def test_a_stream_that_repeats_a_key_is_refused() -> None:
+    """Regression: a table frame that carries one key twice, with a CRC and record counts
+    that match, restored a table of fewer entries than the stream claims (each record was
+    counted as inserted). The restored sizes are now checked against the trailer."""
+    _, data = _state(keys=2)
+    body = data[:-4]
+    assert body.count(b"k/1") == 1
+    forged = body.replace(b"k/1", b"k/0")
+    forged += zlib.crc32(forged).to_bytes(4, "little")
+    with pytest.raises(SnapshotError, match="repeats a key"):
+        read_snapshot(forged)
+    read_snapshot(data)  # the genuine stream still reads

@@ -272,7 +272,7 @@ def _flip_values(d: Path) -> None:
 
 
 def _newer_storage_format(d: Path) -> None:
-    """The Raft store's own format record says 2 (sealed as storage.py seals records)."""
+    """The Raft store's own format record says 2 (sealed as raft/storage/records.py does)."""
     env = lmdb.open(str(d / "raft"), max_dbs=4, subdir=True)
     try:
         with env.begin(write=True, db=env.open_db(b"stable")) as txn:

@@ -218,7 +218,12 @@ def _read_frames(reader: _Reader) -> tuple[dict[str, Any], dict[str, Any]]:
         raise SnapshotError("snapshot has no meta frame")
     if {**dict.fromkeys(TABLES, 0), **counts} != loaded:  # format 1 counts no ACL table
         raise SnapshotError(f"snapshot record counts {loaded} differ from its trailer {counts}")
-    return {name: txn.commit()[0] for name, txn in txns.items()}, meta
+    trees = {name: txn.commit()[0] for name, txn in txns.items()}
+    for name, tree in trees.items():
+        if len(tree) != loaded[name]:  # a repeated key replaced an earlier record
+            raise SnapshotError(f"snapshot table {name} repeats a key: {loaded[name]} records "
+                                f"make {len(tree)} entries")
+    return trees, meta
 
 
 def _check_trailer(reader: _Reader) -> None:
