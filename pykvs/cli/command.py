@@ -51,13 +51,18 @@ def group(subparsers: Any, name: str, help: str, *, go_flags: bool = True) -> An
 
 
 def command(sub: Any, name: str, run: Runner, help_text: str,
-            flags: Callable[[argparse.ArgumentParser], None] | None = None) -> None:
+            flags: Callable[[argparse.ArgumentParser], None] | None = None, *,
+            http: bool = True) -> None:
     """Register ``run`` as subcommand ``name`` of a :func:`group`, with ``flags`` (its own)
-    and the HTTP flags; the parsed namespace's ``run`` runs it."""
+    and the HTTP flags (unless ``http`` is False: a command that asks no agent); the parsed
+    namespace's ``run`` runs it."""
     parser = sub.add_parser(name, help=help_text, description=help_text, allow_abbrev=False)
     if flags is not None:
         flags(parser)
-    http_flags(parser)
+    if http:
+        http_flags(parser)
+    else:
+        parser.add_argument("args", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
     parser.set_defaults(run=lambda ns: _run(run, ns))
 
 
