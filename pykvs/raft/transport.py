@@ -99,17 +99,67 @@ def _pack(obj: Any) -> bytes:
     return packb(obj)
 
 
-async def read_frame(reader: asyncio.StreamReader, max_frame: int) -> Any:
-    header = await reader.readexactly(4)
+# Bounded decoding. A msgpack byte can become a 64-byte Python object (an empty map), so a frame
+# is decoded under limits derived from its size: a frame of at most FREE_DECODE bytes is decoded
+# as is (at most that many objects, a few hundred KiB); a larger one may hold at most
+# 1,024 + length / 64 maps and arrays with 4,096 + length / 16 items in all, counted as they are
+# decoded (hooks: small frames, the hot path, pay nothing), and no single map or array longer.
+# Decoding stops at the first container over a limit. Valid traffic stays far below: a Raft
+# append carries at most 256 entries (about 1,000 items), a transaction 128 operations.
+FREE_DECODE = 1 << 12
+_FREE_CONTAINERS = 1 << 10
+_FREE_ITEMS = 1 << 12
+
+
+class _Budget:
+    """The hooks that count a large frame's maps and arrays (and their items) as they decode."""
+
+    __slots__ = ("containers", "items", "length")
+
+    def __init__(self, length: int) -> None:
+        self.length = length
+        self.containers = _FREE_CONTAINERS + length // 64
+        self.items = _FREE_ITEMS + length // 16
+
+    def spend(self, container: Any) -> Any:
+        self.containers -= 1
+        self.items -= len(container)
+        if self.containers < 0 or self.items < 0:
+            raise FrameError(f"frame of {self.length} bytes holds more than "
+                             f"{_FREE_CONTAINERS + self.length // 64} maps and arrays or "
+                             f"{_FREE_ITEMS + self.length // 16} items (the decoding limits)")
+        return container
+
+
+def decode_frame(body: bytes) -> Any:
+    """One frame's msgpack object, decoded under the limits above; FrameError when it is not
+    exactly one msgpack object or goes over them."""
+    length = len(body)
+    try:
+        if length <= FREE_DECODE:
+            return msgpack.unpackb(body, raw=False, strict_map_key=False)
+        budget = _Budget(length)
+        return msgpack.unpackb(body, raw=False, strict_map_key=False,
+                               max_array_len=budget.items, max_map_len=budget.items // 2,
+                               list_hook=budget.spend, object_hook=budget.spend)
+    except FrameError:
+        raise
+    except Exception as exc:
+        raise FrameError(f"frame of {length} bytes is not one msgpack object: {exc}") from None
+
+
+def frame_length(header: bytes, max_frame: int) -> int:
+    """The length a frame's 4-byte header gives; FrameError when it is outside 1..max_frame."""
     length = int.from_bytes(header, "big")
     if length == 0 or length > max_frame:
         kind = FrameTooLarge if length else FrameError
         raise kind(f"frame length {length} outside 1..{max_frame} (the frame limit)")
-    body = await reader.readexactly(length)
-    try:
-        return msgpack.unpackb(body, raw=False, strict_map_key=False)
-    except Exception as exc:
-        raise FrameError(f"frame of {length} bytes is not one msgpack object: {exc}") from None
+    return length
+
+
+async def read_frame(reader: asyncio.StreamReader, max_frame: int) -> Any:
+    length = frame_length(await reader.readexactly(4), max_frame)
+    return decode_frame(await reader.readexactly(length))
 
 
 async def _close_writer(writer: asyncio.StreamWriter) -> None:
