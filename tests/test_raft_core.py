@@ -1261,3 +1261,81 @@ def test_a_follower_never_commits_past_what_the_leader_confirmed(
     assert node.core.commit_index == expected_commit
     assert [e.index for e in node.applied][-1:] == ([expected_commit] if expected_commit > 1
                                                     else [1])
+
+
+# -- messages from servers outside the membership ----------------------------------------------
+
+
+def _forged(src: str, dst: str, kind: MessageKind, term: int, **fields: object) -> Message:
+    return Message(kind=kind, src=src, dst=dst, term=term, **fields)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("target", ["a", "b"])
+def test_a_non_members_higher_term_never_deposes_a_leader_or_feeds_the_log(target: str) -> None:
+    c = elected(writes=2)
+    leader, term, last = c["a"], c["a"].term, c["a"].last_index
+    core = c[target]
+    entry = Entry(last + 1, term + 100, EntryType.NORMAL, b"forged")
+    for kind, extra in ((K.HEARTBEAT, {"commit": last + 1}),
+                        (K.APPEND, {"index": last, "log_term": term, "commit": last + 1,
+                                    "entries": [entry]}),
+                        (K.VOTE, {"index": last + 5, "log_term": term + 100}),
+                        (K.PRE_VOTE, {"index": last + 5, "log_term": term + 100})):
+        core.step(_forged("rogue", target, kind, term + 100, **extra))
+    # A member's name claimed for this server itself is refused too.
+    core.step(_forged(target, target, K.HEARTBEAT, term + 100, commit=last + 1))
+    assert core.dropped_from_strangers == 5
+    c.stabilize()
+    assert leader.role is Role.LEADER and leader.term == term and c.leader() is leader
+    assert all(c[s].last_index == last and c[s].term == term for s in "abc")
+    leader.propose(b"after")
+    c.stabilize()
+    assert c.applied_data("b")[-1] == b"after" and b"forged" not in c.applied_data(target)
+
+
+def test_a_removed_server_cannot_disrupt_the_cluster() -> None:
+    c = elected(writes=1)
+    c["a"].propose_config(ConfigChange(ConfigChangeKind.REMOVE, "c"))
+    c.stabilize()
+    removed = c["c"]
+    # "c" never heard of its removal's commit? It still campaigns at higher terms:
+    # the members, following a live leader, drop what it says.
+    for _ in range(5):
+        c["b"].step(_forged("c", "b", K.VOTE, c["b"].term + 7, index=99, log_term=99))
+        c["a"].step(_forged("c", "a", K.APPEND_RESP, c["a"].term + 7, index=1))
+    c.stabilize()
+    assert c.leader() is c["a"] and c["a"].term == c["b"].term
+    assert removed.id not in c["a"].configuration.all_servers()
+
+
+def test_a_server_being_added_hears_from_a_leader_its_log_does_not_know() -> None:
+    c = elected(writes=3)
+    c.add_node("d", None, 99)  # a new server: no configuration at all
+    c["a"].propose_config(add("d"))
+    c.stabilize()
+    c.tick_all(2)
+    assert voters(c["d"]) == set("abcd") and c["d"].leader_id == "a"
+    assert c.applied_data("d") == values(3) and c["d"].dropped_from_strangers == 0
+
+
+def test_a_follower_behind_a_membership_change_catches_up_from_a_leader_it_never_heard_of(
+        ) -> None:
+    # "d" is added while "c" is cut off; then "d" leads. "c"'s membership does not name "d",
+    # and once its old leader is silent for an election timeout, it follows "d" anyway.
+    c = elected(writes=1)
+    c.cut |= {("a", "c"), ("c", "a"), ("b", "c"), ("c", "b")}
+    c.add_node("d", None, 99)
+    c["a"].propose_config(add("d"))
+    c.stabilize()
+    c.tick_all(2)
+    assert voters(c["d"]) == set("abcd") and "d" not in c["c"].configuration.voters
+    c["a"].transfer_leadership("d")
+    c.stabilize()
+    assert c["d"].role is Role.LEADER
+    c.heal()
+    c.cut |= {("a", "c"), ("c", "a")}  # "c" never hears the old leader again
+    for _ in range(4 * c["c"]._cfg.election_tick):
+        c.tick_all()
+        if "d" in c["c"].configuration.voters:
+            break
+    assert voters(c["c"]) == set("abcd") and c["c"].leader_id == "d"

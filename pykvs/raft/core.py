@@ -226,6 +226,7 @@ class RaftCore:
         self._commit_pending = False  # a new commit index to tell followers
         self._outstanding: Ready | None = None
         self._compaction: Compaction | None = None  # asked for, not yet handed out in a Ready
+        self.dropped_from_strangers = 0  # messages from non-members dropped (see _stranger)
         self._reset(self._term)
         if self._sole_voter():
             # No other server can vote or lead: waiting an election timeout only delays
@@ -379,6 +380,11 @@ class RaftCore:
         """Handle a message from a peer."""
         if msg.dst != self._id:
             raise ValueError(f"message for {msg.dst!r} stepped into {self._id!r}: {msg!r}")
+        src, conf = msg.src, self._configs[-1][1]
+        if src == self._id or (src not in conf.voters and src not in conf.learners
+                               and self._stranger(msg)):
+            self.dropped_from_strangers += 1
+            return
         if msg.term > self._term:
             if msg.kind in (MessageKind.VOTE, MessageKind.PRE_VOTE) and self._in_lease(msg):
                 # A leader is alive: ignore a disrupting (perhaps removed) server's campaign.
@@ -417,6 +423,23 @@ class RaftCore:
             self._step_follower(msg)
         else:
             self._step_candidate(msg)
+
+    def _stranger(self, msg: Message) -> bool:
+        """Whether a message from a server outside the membership in force must be dropped.
+
+        Only from a server that leads, or that follows a live leader other than the sender
+        (heard from within an election timeout): a non-member then never changes a term,
+        deposes a leader, wins a vote or feeds the log. Without a live leader the message is
+        stepped as Raft would (a server being added hears from a leader its log does not
+        know yet; a leader elected by a membership this server has not received yet must be
+        able to catch it up; a voter whose log is empty may be needed to elect one), so
+        liveness is Raft's, and only a cluster that has a leader is shielded.
+        """
+        if self._role is Role.LEADER:
+            return True
+        leader = self._leader_id
+        return (leader is not None and leader != msg.src
+                and self._election_elapsed < self._cfg.election_tick)
 
     def propose(self, data: bytes) -> int:
         """Append an FSM command; returns its index. Raises NotLeaderError off the leader."""
