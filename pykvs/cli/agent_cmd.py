@@ -8,6 +8,7 @@ import sys
 from typing import Any
 
 from pykvs import agent
+from pykvs.goformat import NS_PER_SECOND, parse_go_duration
 from pykvs.server.limits import Limits
 from pykvs.server.tls import TLSConfig
 
@@ -90,6 +91,20 @@ def _security_arguments(parser: argparse.ArgumentParser) -> None:
         default = getattr(defaults, name)
         limits.add_argument(flag, dest=name, type=int, default=default, metavar=unit,
                             help=f"{what} (default: {default})")
+    limits.add_argument("--rpc-read-timeout", type=_seconds, default=defaults.rpc_read_timeout,
+                        metavar="DURATION", help="time for an RPC frame to arrive in full once "
+                        f"begun (default: {defaults.rpc_read_timeout:g}s)")
+    limits.add_argument("--rpc-idle-timeout", type=_seconds, default=defaults.rpc_idle_timeout,
+                        metavar="DURATION", help="close an RPC connection idle this long "
+                        f"(default: {defaults.rpc_idle_timeout:g}s)")
+
+
+def _seconds(text: str) -> float:
+    """A duration flag: Go's syntax ("10s", "1m30s") or a number of seconds."""
+    try:
+        return float(text)
+    except ValueError:
+        return parse_go_duration(text) / NS_PER_SECOND
 
 
 def _security_config(ns: argparse.Namespace) -> tuple[TLSConfig, Limits]:
@@ -100,7 +115,8 @@ def _security_config(ns: argparse.Namespace) -> tuple[TLSConfig, Limits]:
                     verify_incoming=ns.verify_incoming, verify_outgoing=ns.verify_outgoing)
     limits = Limits(http_max_body=ns.http_max_body, http_max_conns=ns.http_max_conns,
                     rpc_max_conns=ns.rpc_max_conns, rpc_max_frame=ns.rpc_max_frame,
-                    max_blocking_per_client=ns.max_blocking_per_client)
+                    max_blocking_per_client=ns.max_blocking_per_client,
+                    rpc_read_timeout=ns.rpc_read_timeout, rpc_idle_timeout=ns.rpc_idle_timeout)
     return tls, limits
 
 

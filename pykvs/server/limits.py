@@ -13,10 +13,15 @@ client gets an answer that names the limit and its value, never a silent drop:
   address may have waiting at once, over HTTP and over RPC each; one more is refused (429 /
   an error) at once. Other servers of the cluster are not counted on RPC: they forward their
   own clients' queries, which those servers already counted.
+- ``rpc_read_timeout``: once the first byte of an RPC frame has arrived, the rest must arrive
+  within this many seconds (10), as Go's ``ReadHeaderTimeout``; a half-sent frame is not held.
+- ``rpc_idle_timeout``: an RPC connection with no request in flight and no frame begun for this
+  many seconds (300) is closed. Both closes send the connection error first.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, fields
@@ -26,6 +31,8 @@ DEFAULT_HTTP_MAX_CONNS = 1024
 DEFAULT_RPC_MAX_CONNS = 1024
 DEFAULT_RPC_MAX_FRAME = 8 << 20
 DEFAULT_MAX_BLOCKING_PER_CLIENT = 256
+DEFAULT_RPC_READ_TIMEOUT = 10.0
+DEFAULT_RPC_IDLE_TIMEOUT = 300.0
 
 
 class LimitExceeded(Exception):
@@ -41,10 +48,18 @@ class Limits:
     rpc_max_conns: int = DEFAULT_RPC_MAX_CONNS
     rpc_max_frame: int = DEFAULT_RPC_MAX_FRAME
     max_blocking_per_client: int = DEFAULT_MAX_BLOCKING_PER_CLIENT
+    rpc_read_timeout: float = DEFAULT_RPC_READ_TIMEOUT
+    rpc_idle_timeout: float = DEFAULT_RPC_IDLE_TIMEOUT
 
     def __post_init__(self) -> None:
         for item in fields(self):
             value = getattr(self, item.name)
+            if item.name.endswith("_timeout"):
+                if (isinstance(value, bool) or not isinstance(value, int | float)
+                        or not 0 < value < math.inf):
+                    raise ValueError(f"limits: {item.name} must be a positive number of "
+                                     f"seconds, got {value!r}")
+                continue
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"limits: {item.name} must be a positive integer, got {value!r}")
         if self.rpc_max_frame < 64:

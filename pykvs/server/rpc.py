@@ -30,14 +30,24 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import msgpack
+
 from pykvs._aio import wait_for
 from pykvs._pack import packb
 
 # One framing for the shared port: Raft and RPC read frames the same way.
-from pykvs.raft.transport import FrameError, FrameTooLarge, read_frame
+from pykvs.raft.transport import (
+    FrameError,
+    FrameTooLarge,
+    decode_frame,
+    frame_length,
+    read_frame,
+)
 from pykvs.server.limits import (
+    DEFAULT_RPC_IDLE_TIMEOUT,
     DEFAULT_RPC_MAX_CONNS,
     DEFAULT_RPC_MAX_FRAME,
+    DEFAULT_RPC_READ_TIMEOUT,
     LimitExceeded,
     PerClientCounter,
     too_many_connections,
@@ -48,6 +58,10 @@ log = logging.getLogger(__name__)
 DEFAULT_MAX_FRAME = DEFAULT_RPC_MAX_FRAME
 _REFUSAL_LINGER = 1.0  # seconds a refused connection is read before it is closed
 _HEADER = 4
+# Requests larger than SMALL_REQUEST bytes are decoded only for these methods.
+SMALL_REQUEST = 128 << 10
+LARGE_REQUESTS = frozenset({"KVS.Apply", "Txn.Apply", "Txn.Read", "Snapshot.Restore",
+                            "ACL.PolicySet", "ACL.TokenSet"})
 
 
 class RPCError(Exception):
@@ -129,6 +143,23 @@ def _parse_request(obj: Any) -> tuple[int | None, str | None, Any, str | None]:
     return req_id, method, args, None
 
 
+def peek_request(body: bytes) -> tuple[int | None, str | None]:
+    """The id and method of a request frame, read from its first bytes without decoding the
+    rest; None for what is not there (not a request)."""
+    unpacker = msgpack.Unpacker(raw=False, max_buffer_size=512)
+    unpacker.feed(body[:512])
+    try:
+        if unpacker.read_array_header() != 3:
+            return None, None
+        req_id = unpacker.unpack()
+        if not isinstance(req_id, int) or isinstance(req_id, bool) or req_id < 0:
+            return None, None
+        method = unpacker.unpack()
+    except Exception:
+        return None, None
+    return req_id, method if isinstance(method, str) else None
+
+
 async def invoke(method: str, handler: Handler, args: dict[str, Any]) -> tuple[str | None, Any]:
     """Run one handler; ``(error string or None, result)`` as the response will carry them.
     Bad arguments (ValueError and kin) become an error naming the method."""
@@ -159,8 +190,14 @@ class RPCServer:
         blocking: PerClientCounter | None = None,
         uncounted: Callable[[str], bool] = lambda host: False,
         connection_errors: bool = False,
+        read_timeout: float = DEFAULT_RPC_READ_TIMEOUT,
+        idle_timeout: float = DEFAULT_RPC_IDLE_TIMEOUT,
+        small_request: int = SMALL_REQUEST,
     ) -> None:
         self.handlers = dict(handlers)
+        self.read_timeout = read_timeout
+        self.idle_timeout = idle_timeout
+        self.small_request = small_request
         self.max_frame = max_frame
         self.max_in_flight_per_conn = max_in_flight_per_conn
         self.max_connections = max_connections
@@ -171,6 +208,8 @@ class RPCServer:
         self.connection_errors = connection_errors
         self._server: asyncio.base_events.Server | None = None
         self._connections: set[asyncio.Task[None]] = set()
+        self._live: set[_Connection] = set()
+        self._sweeper: asyncio.Task[None] | None = None
         self._closing = False
         self.address: tuple[str, int] | None = None
 
@@ -183,6 +222,8 @@ class RPCServer:
 
     async def close(self) -> None:
         self._closing = True
+        if self._sweeper is not None:
+            self._sweeper.cancel()
         if self._server is not None:
             self._server.close()
         for task in list(self._connections):
@@ -235,6 +276,9 @@ class RPCServer:
             return
         self._connections.add(task)
         connection = _Connection(self, reader, writer, peer)
+        self._live.add(connection)
+        if self._sweeper is None:
+            self._sweeper = asyncio.get_running_loop().create_task(self._sweep())
         try:
             await connection.serve(already_read or [])
         except asyncio.CancelledError:
@@ -249,6 +293,26 @@ class RPCServer:
             with contextlib.suppress(Exception):
                 await wait_for(writer.wait_closed(), 1.0)
             self._connections.discard(task)
+            self._live.discard(connection)
+
+    async def _sweep(self) -> None:
+        """Close the connections past a deadline: a frame begun ``read_timeout`` ago and not
+        yet whole, or nothing in flight for ``idle_timeout``. One timer for all of them, so a
+        request pays two clock reads, no timer of its own."""
+        loop = asyncio.get_running_loop()
+        period = max(0.01, min(self.read_timeout, self.idle_timeout) / 4)
+        while True:
+            await asyncio.sleep(period)
+            now = loop.time()
+            for connection in list(self._live):
+                started = connection.frame_started
+                if started is not None:
+                    if now - started > self.read_timeout:
+                        connection.expire(f"a frame was not received in full within "
+                                          f"{self.read_timeout:g}s (the read deadline)")
+                elif (not connection.in_flight
+                      and now - connection.last_active > self.idle_timeout):
+                    connection.expire(f"idle for {self.idle_timeout:g}s")
 
 
 class _Connection:
@@ -267,6 +331,20 @@ class _Connection:
         self.loop = asyncio.get_running_loop()  # once: each call makes a getpid() system call
         self.in_flight: set[asyncio.Task[None]] = set()
         self.slots = asyncio.Semaphore(server.max_in_flight_per_conn)
+        self.frame_started: float | None = None  # when the frame being read began to arrive
+        self.last_active = self.loop.time()  # the last frame read or response sent
+        self.expired = False
+
+    def expire(self, why: str) -> None:
+        """Close the connection (the sweeper's deadlines), telling the client why."""
+        if self.expired:
+            return
+        self.expired = True
+        log.warning("rpc: closing connection from %s: %s", self.peer, why)
+        with contextlib.suppress(Exception):
+            if self.server.connection_errors:
+                self.writer.write(encode_frame(_pack([None, f"rpc: {why}", None])))
+            self.writer.close()
 
     async def respond(self, req_id: int, error: str | None, result: Any) -> None:
         try:
@@ -277,6 +355,7 @@ class _Connection:
         async with self.write_lock:
             self.writer.write(frame)
             await self.writer.drain()
+        self.last_active = self.loop.time()
 
     async def run(self, req_id: int, method: str, handler: Handler, args: dict[str, Any]) -> None:
         blocking = self.server.blocking
@@ -293,13 +372,36 @@ class _Connection:
         finally:
             self.slots.release()
 
+    async def _read_frame(self) -> Any:
+        """One request frame off the connection under the read deadline (the sweeper's): its
+        object, or _REFUSED when it was too large for its method (answered here)."""
+        reader = self.reader
+        first = await reader.readexactly(1)
+        self.frame_started = self.loop.time()
+        length = frame_length(first + await reader.readexactly(_HEADER - 1),
+                              self.server.max_frame)
+        body = await reader.readexactly(length)
+        self.frame_started = None
+        self.last_active = self.loop.time()
+        if length > self.server.small_request:
+            req_id, method = peek_request(body)
+            if method not in LARGE_REQUESTS:
+                limit = self.server.small_request
+                if req_id is None:
+                    raise FrameError(f"frame of {length} bytes is not a request of a method "
+                                     f"that may be larger than {limit} bytes")
+                await self.respond(req_id, f"{method}: request of {length} bytes is over the "
+                                   f"{limit}-byte limit for this method", None)
+                return _REFUSED
+        return decode_frame(body)
+
     async def _next_frame(self, already_read: list[Any]) -> Any:
         """The next request frame; _CLOSED when the connection ends or breaks the framing."""
         server = self.server
         try:
             if already_read:
                 return already_read.pop(0)
-            return await read_frame(self.reader, server.max_frame)
+            return await self._read_frame()
         except (asyncio.IncompleteReadError, ConnectionError):
             return _CLOSED
         except FrameError as exc:
@@ -314,6 +416,8 @@ class _Connection:
             obj = await self._next_frame(already_read)
             if obj is _CLOSED:
                 return
+            if obj is _REFUSED:
+                continue
             req_id, method, args, problem = _parse_request(obj)
             if problem is None and method not in handlers:
                 problem = f"rpc: can't find method {method}"
@@ -331,6 +435,7 @@ class _Connection:
 
 
 _CLOSED = object()  # _Connection._next_frame: no more requests on this connection
+_REFUSED = object()  # _Connection._read_frame: a request refused unread (it was answered)
 
 
 class RPCClient:

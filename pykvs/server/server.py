@@ -182,7 +182,9 @@ class Server:
         limits = self.config.limits
         return RPCServer(handlers, max_frame=limits.rpc_max_frame,
                          max_connections=limits.rpc_max_conns, blocking=self.blocking_rpc,
-                         uncounted=self._is_other_server_host, connection_errors=True)
+                         uncounted=self._is_other_server_host, connection_errors=True,
+                         read_timeout=limits.rpc_read_timeout,
+                         idle_timeout=limits.rpc_idle_timeout)
 
     def _is_other_server_host(self, host: str) -> bool:
         """Whether ``host`` runs another server of the cluster (its forwarded blocking
