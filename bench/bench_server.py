@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 import pykvs
-from pykvs.server.client import KV
+from pykvs.server.sync_client import KV
 
 IN_FLIGHT = 256
 

@@ -19,6 +19,7 @@ compiled trie.  The cache is bounded (least recently used goes first).
 
 from __future__ import annotations
 
+import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -54,6 +55,7 @@ class Resolver:
         self._cache_size = cache_size
         self._compiled: OrderedDict[tuple[tuple[str, str], ...], Authorizer] = OrderedDict()
         self._parsed: dict[tuple[str, str], Rules] = {}
+        self._lock = threading.Lock()
 
     def token(self, secret: str | None) -> Token:
         """The token a request names (anonymous when none); ACLNotFound if unknown or expired."""
@@ -77,19 +79,24 @@ class Resolver:
         ids = dict.fromkeys(link.id for link in token.policies)  # once each, in order
         policies = [policy for policy in map(self._policy_by_id, ids) if policy is not None]
         key = tuple(sorted((p.id, p.rules) for p in policies))
-        compiled = self._compiled.get(key)
-        if compiled is None:
-            rules = merge_rules(self._rules_of(p) for p in policies)
-            compiled = Authorizer(rules, self.default_allow)
-            self._compiled[key] = compiled
-            if len(self._compiled) > self._cache_size:
-                self._compiled.popitem(last=False)
-            if len(self._parsed) > 4 * self._cache_size:  # parsed rules no cached set uses
-                live = {pair for cached in self._compiled for pair in cached}
-                self._parsed = {k: v for k, v in self._parsed.items() if k in live}
-        else:
-            self._compiled.move_to_end(key)
+        with self._lock:  # the event loop and an embedded store's reader threads share it
+            compiled = self._compiled.get(key)
+            if compiled is None:
+                compiled = self._compile(key, policies)
+            else:
+                self._compiled.move_to_end(key)
         return compiled.with_accessor(token.accessor_id)
+
+    def _compile(self, key: tuple[tuple[str, str], ...], policies: list[Policy]) -> Authorizer:
+        rules = merge_rules(self._rules_of(p) for p in policies)
+        compiled = Authorizer(rules, self.default_allow)
+        self._compiled[key] = compiled
+        if len(self._compiled) > self._cache_size:
+            self._compiled.popitem(last=False)
+        if len(self._parsed) > 4 * self._cache_size:  # parsed rules no cached set uses
+            live = {pair for cached in self._compiled for pair in cached}
+            self._parsed = {k: v for k, v in self._parsed.items() if k in live}
+        return compiled
 
     def _rules_of(self, policy: Policy) -> Rules:
         key = (policy.id, policy.rules)

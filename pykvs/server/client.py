@@ -4,7 +4,8 @@
 the RPC endpoints' Consul-shaped arguments and back. Under it is a *caller*: either
 :class:`RemoteCaller` (msgpack-RPC to an agent) or :class:`LocalCaller` (the endpoints of a
 :class:`~pykvs.server.server.Server` running in this process, no socket in between). :class:`KV`
-is the synchronous face of an ``AsyncKV`` whose event loop runs in a thread of its own.
+(pykvs.server.sync_client) is the synchronous face of an ``AsyncKV`` whose event loop runs in
+a thread of its own.
 
 Reads return ``(index, result)`` as Consul's clients do, so the index can feed the next
 blocking read (``index=`` and ``wait=``). ``consistency`` is ``"default"`` (the leader
@@ -14,18 +15,17 @@ server answers from its own state). ``dc`` sends the request to another datacent
 
 from __future__ import annotations
 
-import asyncio
 import builtins
 import dataclasses
 import math
 import os
 import ssl
-import threading
-from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Protocol, TypeVar
 
 import msgpack
 
+from pykvs.acl import ACLNotFound, PermissionDenied
 from pykvs.goformat import NS_PER_SECOND
 from pykvs.server.rpc import RawMsgpack, RPCClient, RPCError, invoke
 from pykvs.server.server import Server, ServerConfig
@@ -222,27 +222,71 @@ class AsyncKV:
                   dc: str | None = None) -> tuple[int, DirEntry | None]:
         """``(index, entry or None)``; with ``index`` it blocks until the key changes past it
         or ``wait`` seconds pass."""
-        reply = await self.call("KVS.Get", {"Key": _key(key),
-                                            **self._query(index, wait, consistency, dc)})
-        entries = entries_from_pairs(reply.get("Entries") or ())
-        return reply["Index"], (entries[0] if entries else None)
+        return await self._read(*self._get_args(key, index, wait, consistency, dc))
 
     async def list(self, prefix: str | bytes = b"", *, index: int = 0,
                    wait: float | None = None, consistency: str = "default",
                    dc: str | None = None) -> tuple[int, list[DirEntry]]:
         """``(index, entries under prefix)`` in key order (Consul's ``?recurse``)."""
-        reply = await self.call("KVS.List", {"Key": _key(prefix, "prefix"),
-                                             **self._query(index, wait, consistency, dc)})
-        return reply["Index"], entries_from_pairs(reply.get("Entries") or ())
+        return await self._read(*self._list_args(prefix, index, wait, consistency, dc))
 
     async def keys(self, prefix: str | bytes = b"", separator: str | bytes | None = None, *,
                    index: int = 0, wait: float | None = None, consistency: str = "default",
                    dc: str | None = None) -> tuple[int, builtins.list[bytes]]:
         """``(index, keys under prefix)``; with ``separator``, up to its first occurrence
         after the prefix (Consul's ``?keys&separator=``)."""
-        args = {"Prefix": _key(prefix, "prefix"), "Seperator": _value(separator),
-                **self._query(index, wait, consistency, dc)}
-        reply = await self.call("KVS.ListKeys", args)
+        return await self._read(*self._keys_args(prefix, separator, index, wait, consistency,
+                                                 dc))
+
+    # The three reads, as (method, arguments); an embedded store answers them in the
+    # caller's thread when its server may answer at once (see ``_read_now``).
+    def _get_args(self, key: str | bytes, index: int = 0, wait: float | None = None,
+                  consistency: str = "default", dc: str | None = None) -> tuple[str, dict]:
+        return "KVS.Get", {"Key": _key(key), **self._query(index, wait, consistency, dc)}
+
+    def _list_args(self, prefix: str | bytes = b"", index: int = 0, wait: float | None = None,
+                   consistency: str = "default", dc: str | None = None) -> tuple[str, dict]:
+        return "KVS.List", {"Key": _key(prefix, "prefix"),
+                            **self._query(index, wait, consistency, dc)}
+
+    def _keys_args(self, prefix: str | bytes = b"", separator: str | bytes | None = None,
+                   index: int = 0, wait: float | None = None, consistency: str = "default",
+                   dc: str | None = None) -> tuple[str, dict]:
+        return "KVS.ListKeys", {"Prefix": _key(prefix, "prefix"), "Seperator": _value(separator),
+                                **self._query(index, wait, consistency, dc)}
+
+    def _read_now(self, method: str, args: dict[str, Any]) -> tuple[int, Any] | None:
+        """The read answered by the in-process server in this thread (no hop to its loop),
+        or None when it must go the RPC way: a remote store, a consistent or blocking read,
+        a read another server answers, or a refusal (the RPC way words it)."""
+        server = self.server
+        if server is None:
+            return None
+        if self.token:
+            args = {**args, "Token": self.token}
+        kvs = server.endpoints.kvs
+        try:
+            if method == "KVS.Get":
+                entry = kvs.get_now(args)
+                return None if entry is None else (entry.meta["Index"], entry.entry())
+            if method == "KVS.List":
+                listing = kvs.list_now(args)
+                return None if listing is None else (listing.meta["Index"], listing.entries())
+            keys = kvs.list_keys_now(args)
+            return None if keys is None else (keys.meta["Index"], keys.keys)
+        except (ValueError, TypeError, PermissionDenied, ACLNotFound):
+            return None
+
+    async def _read(self, method: str, args: dict[str, Any]) -> tuple[int, Any]:
+        found = self._read_now(method, args)
+        if found is not None:
+            return found
+        reply = await self.call(method, args)
+        if method == "KVS.Get":
+            entries = entries_from_pairs(reply.get("Entries") or ())
+            return reply["Index"], (entries[0] if entries else None)
+        if method == "KVS.List":
+            return reply["Index"], entries_from_pairs(reply.get("Entries") or ())
         return reply["Index"], [bytes(k) for k in reply.get("Keys") or []]
 
     # ------------------------------------------------------------------------------ Txn
@@ -396,102 +440,6 @@ class AsyncKV:
         return body
 
 
-class _LoopThread:
-    """An event loop running in a daemon thread, for the synchronous API."""
-
-    def __init__(self, name: str) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, name=name, daemon=True)
-        self.thread.start()
-
-    def run(self, coro: Coroutine[Any, Any, T]) -> T:
-        if threading.current_thread() is self.thread:
-            coro.close()
-            raise RuntimeError("the synchronous pykvs API cannot be called from its own loop")
-        if self.loop.is_closed():
-            coro.close()
-            raise RuntimeError("this pykvs store is closed")
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result()
-
-    def stop(self) -> None:
-        if self.loop.is_closed():
-            return
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join()
-        self.loop.close()
-
-
-def _sync(name: str) -> Callable[..., Any]:
-    method = getattr(AsyncKV, name)
-
-    def call(self: KV, *args: Any, **kwargs: Any) -> Any:
-        return self._thread.run(method(self.aio, *args, **kwargs))
-
-    call.__name__ = name
-    call.__qualname__ = f"KV.{name}"
-    call.__doc__ = method.__doc__
-    return call
-
-
-class KV:
-    """The synchronous API: every method of :class:`AsyncKV`, blocking, on a loop thread.
-
-    Close it (or use ``with``) to stop the server (embedded) or the connection (remote)."""
-
-    def __init__(self, make: Callable[[], Awaitable[AsyncKV]], name: str = "pykvs") -> None:
-        self._thread = _LoopThread(name)
-        try:
-            self.aio: AsyncKV = self._thread.run(_await(make()))
-        except BaseException:
-            self._thread.stop()
-            raise
-        self._closed = False
-
-    @property
-    def server(self) -> Server | None:
-        return self.aio.server
-
-    def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        try:
-            self._thread.run(self.aio.close())
-        finally:
-            self._thread.stop()
-
-    def __enter__(self) -> KV:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    put = _sync("put")
-    delete = _sync("delete")
-    get = _sync("get")
-    list = _sync("list")
-    keys = _sync("keys")
-    txn = _sync("txn")
-    txn_read = _sync("txn_read")
-    session_create = _sync("session_create")
-    session_destroy = _sync("session_destroy")
-    session_renew = _sync("session_renew")
-    session_info = _sync("session_info")
-    session_list = _sync("session_list")
-    session_node = _sync("session_node")
-    leader = _sync("leader")
-    peers = _sync("peers")
-    raft_configuration = _sync("raft_configuration")
-    raft_remove_peer = _sync("raft_remove_peer")
-    transfer_leader = _sync("transfer_leader")
-    snapshot_save = _sync("snapshot_save")
-    call = _sync("call")
-
-
-async def _await(awaitable: Awaitable[T]) -> T:
-    return await awaitable
-
-
 # ---------------------------------------------------------------------------- constructors
 async def open_async(path: str, *, wait_leader: float = 30.0, token: str = "",
                      **options: Any) -> AsyncKV:
@@ -547,16 +495,3 @@ async def connect_async(address: str = "127.0.0.1:8300", *, timeout: float | Non
         raise ValueError(f"address port must be in 1..65535, got {port}")
     _check_token(token)
     return AsyncKV(RemoteCaller(host, port, timeout, ssl_context=_tls_context(tls)), token)
-
-
-def open(path: str, **options: Any) -> KV:
-    """The synchronous :func:`open_async`: the server runs on a loop thread of its own."""
-    return KV(lambda: open_async(path, **options), name=f"pykvs {path}")
-
-
-def connect(address: str = "127.0.0.1:8300", *, timeout: float | None = None,
-            tls: ssl.SSLContext | TLSConfig | None = None, token: str = "") -> KV:
-    """The synchronous :func:`connect_async`."""
-    return KV(lambda: connect_async(address, timeout=timeout, tls=tls, token=token),
-              name=f"pykvs {address}")
-

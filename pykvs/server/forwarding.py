@@ -69,6 +69,16 @@ class Forwarder:
         node = self._node()
         return node is not None and node.is_leader()
 
+    def reads_here(self, args: dict[str, Any]) -> bool:
+        """The decision ``forward(..., read=True)`` makes first for a read that does not ask
+        for consistency: answered here right now (a stale read on any server that has a
+        node, a default read on the leader)."""
+        if self._other_dc(args):
+            return False
+        if args.get("AllowStale") is True:
+            return self._node() is not None
+        return self._leads()
+
     def applies_here(self, args: dict[str, Any]) -> bool:
         """The decision ``forward(..., read=False)`` makes first: answered here right now."""
         return not self._other_dc(args) and self._leads()

@@ -49,6 +49,11 @@ class ServerCore(Protocol):
         """``forward`` to another datacenter only: any server of this one may answer."""
         ...
 
+    def reads_here(self, args: dict[str, Any]) -> bool:
+        """Whether ``forward(..., read=True)`` would answer ``(False, None)`` right now for a
+        read that is not ``consistent``; safe to ask from any thread."""
+        ...
+
     def applies_here(self, args: dict[str, Any]) -> bool:
         """Whether ``forward(..., read=False)`` would answer ``(False, None)`` right now."""
         ...

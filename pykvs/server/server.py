@@ -105,6 +105,7 @@ class Server:
         self.pool = ConnectionPool(ssl=config.tls.client_context())
         self.forwarder = Forwarder(config, self.pool, lambda: self.node, lambda: self.address)
         self.applies_here = self.forwarder.applies_here  # per fast write: no extra call
+        self.reads_here = self.forwarder.reads_here
         self.formation = Formation(self)
         self.endpoints = Endpoints(self, SavedSnapshots(self._state_image))
         # Method name -> endpoint, run again while leadership moves: ``calls`` answer

@@ -10,6 +10,7 @@ proposed at once when this server is the one that applies it.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from pykvs import fsm
@@ -24,6 +25,9 @@ if TYPE_CHECKING:
     from pykvs.state.watch import WatchSet
 
 KV_APPLY_OPS = fsm.KV_VERBS
+# A read of one state version: with a watch set as a blocking query runs it, without one
+# when it is answered at once.
+KVRead = Callable[["WatchSet | None", "StateSnapshot"], tuple[int, Any]]
 VALUE_TOO_LARGE = "Value too large"
 
 
@@ -102,45 +106,101 @@ class KVS:
         return command, op.startswith("delete")
 
     # ------------------------------------------------------------------------------- reads
-    async def get(self, args: dict[str, Any]) -> KVEntry:
+    # Each read is built once (authorize, then the state read) and run either as a blocking
+    # query on the event loop (``get``, ``list``, ``list_keys``) or at once in the caller's
+    # thread (``*_now``: an embedded store's reads, no hop to the loop). A committed state
+    # version is immutable, so any thread may read one while the FSM commits the next.
+
+    def _get_read(self, args: dict[str, Any]) -> tuple[bytes, KVRead]:
         key = field_bytes(args, "Key")
-        forwarded, reply = await self.core.forward("KVS.Get", args, read=True)
-        if forwarded:
-            return KVEntry.from_reply(key, reply)
         self.core.authorize(args).require_key_read(key)
 
-        def read(ws: WatchSet, state: StateSnapshot) -> tuple[int, bytes | None]:
+        def read(ws: WatchSet | None, state: StateSnapshot) -> tuple[int, bytes | None]:
             return state.kv_get_stored(key, ws)
 
+        return key, read
+
+    def _list_read(self, args: dict[str, Any]) -> KVRead:
+        prefix = field_bytes(args, "Key")
+        authz = self.core.authorize(args)
+
+        def read(ws: WatchSet | None, state: StateSnapshot) -> tuple[int, tuple[bytes, bool]]:
+            index, packed = state.kv_list_packed(prefix, ws)
+            return index, filter_packed(authz, packed, prefix)
+
+        return read
+
+    def _list_keys_read(self, args: dict[str, Any]) -> KVRead:
+        prefix = field_bytes(args, "Prefix")
+        # Consul's Go field really is spelled "Seperator"; accept both spellings.
+        separator = field_bytes(args, "Seperator") or field_bytes(args, "Separator")
+        authz = self.core.authorize(args)
+
+        def read(ws: WatchSet | None, state: StateSnapshot
+                 ) -> tuple[int, tuple[list[bytes], bool]]:
+            index, keys, filtered = list_keys(authz, state, prefix, separator, ws)
+            return index, (keys, filtered)
+
+        return read
+
+    def _now(self, args: dict[str, Any], read: KVRead) -> tuple[int, Any] | None:
+        """``read`` of the current state, or None when the query must wait (its index is
+        not past MinQueryIndex: a blocking query)."""
+        index, found = read(None, self.core.state.snapshot())
+        return None if index <= field_uint(args, "MinQueryIndex") else (index, found)
+
+    def _answers_now(self, args: dict[str, Any]) -> bool:
+        """Whether this thread may answer the read at once: no consistency round, and this
+        server answers it (a default read on the leader, a stale read anywhere)."""
+        return args.get("RequireConsistent") is not True and self.core.reads_here(args)
+
+    async def get(self, args: dict[str, Any]) -> KVEntry:
+        forwarded, reply = await self.core.forward("KVS.Get", args, read=True)
+        if forwarded:
+            return KVEntry.from_reply(field_bytes(args, "Key"), reply)
+        key, read = self._get_read(args)
         index, stored = await self.core.local_query(args, read)
         return KVEntry(self.core.query_meta(index), key, stored)
+
+    def get_now(self, args: dict[str, Any]) -> KVEntry | None:
+        """KVS.Get answered in the caller's thread, or None: run ``get``."""
+        if not self._answers_now(args):
+            return None
+        key, read = self._get_read(args)
+        found = self._now(args, read)
+        return None if found is None else KVEntry(self.core.query_meta(found[0]), key,
+                                                  found[1])
 
     async def list(self, args: dict[str, Any]) -> KVListing:
         forwarded, reply = await self.core.forward("KVS.List", args, read=True)
         if forwarded:
             return KVListing.from_reply(reply)
-        prefix = field_bytes(args, "Key")
-        authz = self.core.authorize(args)
+        index, (packed, filtered) = await self.core.local_query(args, self._list_read(args))
+        return KVListing(filtered_meta(self.core, args, index, filtered), packed)
 
-        def read(ws: WatchSet, state: StateSnapshot) -> tuple[int, tuple[bytes, bool]]:
-            index, packed = state.kv_list_packed(prefix, ws)
-            return index, filter_packed(authz, packed, prefix)
-
-        index, (packed, filtered) = await self.core.local_query(args, read)
+    def list_now(self, args: dict[str, Any]) -> KVListing | None:
+        """KVS.List answered in the caller's thread, or None: run ``list``."""
+        if not self._answers_now(args):
+            return None
+        found = self._now(args, self._list_read(args))
+        if found is None:
+            return None
+        index, (packed, filtered) = found
         return KVListing(filtered_meta(self.core, args, index, filtered), packed)
 
     async def list_keys(self, args: dict[str, Any]) -> KeyList:
         forwarded, reply = await self.core.forward("KVS.ListKeys", args, read=True)
         if forwarded:
             return KeyList.from_reply(reply)
-        prefix = field_bytes(args, "Prefix")
-        # Consul's Go field really is spelled "Seperator"; accept both spellings.
-        separator = field_bytes(args, "Seperator") or field_bytes(args, "Separator")
-        authz = self.core.authorize(args)
+        index, (keys, filtered) = await self.core.local_query(args, self._list_keys_read(args))
+        return KeyList(filtered_meta(self.core, args, index, filtered), keys)
 
-        def read(ws: WatchSet, state: StateSnapshot) -> tuple[int, tuple[list[bytes], bool]]:
-            index, keys, filtered = list_keys(authz, state, prefix, separator, ws)
-            return index, (keys, filtered)
-
-        index, (keys, filtered) = await self.core.local_query(args, read)
+    def list_keys_now(self, args: dict[str, Any]) -> KeyList | None:
+        """KVS.ListKeys answered in the caller's thread, or None: run ``list_keys``."""
+        if not self._answers_now(args):
+            return None
+        found = self._now(args, self._list_keys_read(args))
+        if found is None:
+            return None
+        index, (keys, filtered) = found
         return KeyList(filtered_meta(self.core, args, index, filtered), keys)

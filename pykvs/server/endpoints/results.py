@@ -12,13 +12,19 @@ from __future__ import annotations
 
 from typing import Any
 
+import msgpack
+
 from pykvs import transcode
 from pykvs._pack import packb
 from pykvs.server.endpoints.common import raw_reply
 from pykvs.server.rpc import RawMsgpack
-from pykvs.state.entry import decode_fields, encode_entry
+from pykvs.state.entry import DirEntry, decode_fields, encode_entry, entries_from_pairs
 
 _EMPTY_LIST = b"\x90"
+
+
+def unpackb(data: bytes) -> Any:
+    return msgpack.unpackb(data, raw=False, strict_map_key=False)
 
 
 def _entry_pair(key: bytes, stored: bytes) -> bytes:
@@ -85,6 +91,12 @@ class KVEntry(Result):
             return None
         return bytes(decode_fields(self.stored)[0])
 
+    def entry(self) -> DirEntry | None:
+        """The entry as a Python object (an embedded store's ``get``), None when absent."""
+        if self.stored is None:
+            return None
+        return entries_from_pairs(((self.key, decode_fields(self.stored)),))[0]
+
 
 class KVListing(Result):
     """KVS.List: the entries under a prefix (those the token may read) and QueryMeta."""
@@ -110,6 +122,13 @@ class KVListing(Result):
     def json(self) -> bytes | None:
         """Consul's JSON list, None when nothing is listed."""
         return transcode.render_kv_json(self.packed) if self.packed else None
+
+    def entries(self) -> list[DirEntry]:
+        """The entries as Python objects, in key order (an embedded store's ``list``): the
+        listing made msgpack in C and decoded in C, as an RPC client decodes the reply."""
+        if not self.packed:
+            return []
+        return entries_from_pairs(unpackb(transcode.pack_kv_listing_msgpack(self.packed)))
 
 
 class KeyList(Result):
