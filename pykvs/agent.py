@@ -78,7 +78,7 @@ class AgentConfig:
     max_value_size: int = 512 * 1024
     tls: TLSConfig = field(default_factory=TLSConfig)  # --tls-*, --verify-*
     https_port: int | None = None  # HTTPS beside HTTP when set (needs --tls-cert/--tls-key)
-    limits: Limits = field(default_factory=Limits)  # --http-max-body, --rpc-max-conns, --rpc-read-timeout...
+    limits: Limits = field(default_factory=Limits)  # --http-max-body, --rpc-read-timeout, ...
     acl_enabled: bool = False
     acl_default_policy: str = "allow"
     event_loop: str = "auto"  # one of EVENT_LOOPS

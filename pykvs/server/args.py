@@ -91,3 +91,47 @@ class QueryOptions:
         if options.allow_stale and options.require_consistent:
             raise ValueError("AllowStale and RequireConsistent cannot both be set")
         return options
+
+
+def uuid_problem(text: str) -> str | None:
+    """Why ``text`` is not a UUID, in the words of Consul's UUID index (memdb's
+    UUIDFieldIndex), or None when it is one."""
+    if len(text) != 36:
+        return "UUID must be 36 characters"
+    hyphens = text.count("-")
+    if hyphens > 4:
+        return f'UUID should have maximum of 4 "-"; got {hyphens}'
+    digits = text.replace("-", "")
+    if len(digits) % 2:
+        return "UUID (without hyphens) must be even length"
+    for char in digits:
+        if char not in _HEX_DIGITS:
+            return f"invalid UUID: encoding/hex: invalid byte: U+{ord(char):04X} {char!r}"
+    return None
+
+
+_HEX_DIGITS = frozenset("0123456789abcdefABCDEF")
+
+
+def check_size(what: str, size: int, limit: int) -> None:
+    """ValueError naming ``what`` when ``size`` bytes are over ``limit``."""
+    if size > limit:
+        raise ValueError(f"{what} too large: {size} bytes, the limit is {limit}")
+
+
+# A key's length: Consul has no limit of its own but its HTTP request line (Go's 1 MiB header
+# limit); a key rides in every entry that names it, so RPC keys are bounded here.
+MAX_KEY_SIZE = 64 << 10
+
+
+def check_key_size(key: bytes) -> None:
+    check_size("Key", len(key), MAX_KEY_SIZE)
+
+
+def check_session_ref(session: str | None) -> None:
+    """A KV operation's session: Consul looks it up in its UUID index, which refuses anything
+    but a UUID with these words (so a session that cannot exist never reaches the log)."""
+    if session:
+        problem = uuid_problem(session)
+        if problem is not None:
+            raise ValueError(f"failed session lookup: {problem}")

@@ -16,9 +16,10 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from pykvs import fsm
+from pykvs._pack import packb
 from pykvs.acl import ANONYMOUS_TOKEN_ID, Policy, PolicyLink, Token, bootstrap_token
 from pykvs.server.acl import ACL_DISABLED
-from pykvs.server.args import field_bool, field_map, field_str
+from pykvs.server.args import check_size, field_bool, field_map, field_str, uuid_problem
 from pykvs.server.endpoints.common import raise_if_error
 from pykvs.server.rpc import RPCError
 from pykvs.state.acl import bootstrap_not_allowed
@@ -28,6 +29,10 @@ if TYPE_CHECKING:
     from pykvs.state.acl import ACLState
     from pykvs.state.store import StateSnapshot
     from pykvs.state.watch import WatchSet
+
+# A policy or token as written to the log: the HTTP API reads bodies up to 1 MiB, so no valid
+# record is larger.
+MAX_ACL_RECORD = 1 << 20
 
 
 def policy_stub(policy: Policy) -> dict[str, Any]:
@@ -108,7 +113,9 @@ class ACLEndpoints:
         elif acl.policy(policy.id) is None:
             raise RPCError(f"Cannot find policy {policy.id}")
         policy.validate()
-        stored: Policy = await self._apply("policy-set", policy=policy.to_wire())
+        wire = policy.to_wire()
+        check_size("Policy", len(packb(wire)), MAX_ACL_RECORD)
+        stored: Policy = await self._apply("policy-set", policy=wire)
         return stored.to_json()
 
     async def policy_delete(self, args: dict[str, Any]) -> Any:
@@ -119,7 +126,8 @@ class ACLEndpoints:
         policy_id = field_str(args, "PolicyID")
         if not policy_id:
             raise ValueError("Must specify a PolicyID")
-        await self._apply("policy-delete", id=policy_id)
+        if self._acl().policy(policy_id) is not None:  # as Consul: an unknown one is a no-op
+            await self._apply("policy-delete", id=policy_id)
         return True
 
     async def policy_read(self, args: dict[str, Any]) -> Any:
@@ -168,6 +176,9 @@ class ACLEndpoints:
         self.core.authorize(args).require_acl_write()
         body = field_map(args, "ACLToken", required=True)
         create = field_bool(args, "Create")
+        for name in ("AccessorID", "SecretID"):
+            if body.get(name) and uuid_problem(field_str(body, name)) is not None:
+                raise RPCError(f"Invalid Token: {name} is not a valid UUID")
         acl = self._acl()
         token = self._links(acl, Token.from_json(body, now_ns=time.time_ns()))
         existing = acl.token(token.accessor_id) if body.get("AccessorID") else None
@@ -185,7 +196,9 @@ class ACLEndpoints:
                 raise RPCError("Cannot toggle local mode of an existing token")
             token = replace(token, secret_id=existing.secret_id, local=existing.local,
                             expiration_time_ns=existing.expiration_time_ns)
-        stored: Token = await self._apply("token-set", token=token.to_wire())
+        wire = token.to_wire()
+        check_size("Token", len(packb(wire)), MAX_ACL_RECORD)
+        stored: Token = await self._apply("token-set", token=wire)
         return token_json(self._acl(), stored, show_secret=True)
 
     async def token_delete(self, args: dict[str, Any]) -> Any:
@@ -197,11 +210,17 @@ class ACLEndpoints:
         accessor = field_str(args, "TokenID")
         if not accessor:
             raise ValueError("Must specify a TokenID")
+        if uuid_problem(accessor) is not None:
+            raise RPCError("Accessor ID is missing or an invalid UUID")
+        if accessor == ANONYMOUS_TOKEN_ID:
+            raise RPCError("Delete operation not permitted on the anonymous token")
         secret = field_str(args, "Token")
-        own = self._acl().token_by_secret(secret) if secret else None
+        acl = self._acl()
+        own = acl.token_by_secret(secret) if secret else None
         if own is not None and own.accessor_id == accessor:
             raise RPCError("Deletion of the request's authorization token is not permitted")
-        await self._apply("token-delete", id=accessor)
+        if acl.token(accessor) is not None:  # an unknown one: nothing to propose
+            await self._apply("token-delete", id=accessor)
         return True
 
     async def token_read(self, args: dict[str, Any]) -> Any:

@@ -15,7 +15,14 @@ from typing import TYPE_CHECKING, Any
 
 from pykvs import fsm
 from pykvs.acl import Authorizer, filter_key_list, filter_packed, txn_op_denial
-from pykvs.server.args import field_bytes, field_map, field_str, field_uint
+from pykvs.server.args import (
+    check_key_size,
+    check_session_ref,
+    field_bytes,
+    field_map,
+    field_str,
+    field_uint,
+)
 from pykvs.server.endpoints.common import filtered_meta, raise_if_error
 from pykvs.server.endpoints.results import KeyList, KVEntry, KVListing
 
@@ -93,7 +100,9 @@ class KVS:
         if not key and op != "delete-tree":
             raise ValueError("Must provide key")
         check_value_size(self.core, value)
+        check_key_size(key)
         session = field_str(ent, "Session") or None
+        check_session_ref(session)
         if op in ("lock", "unlock") and not session:
             raise ValueError(f"{op} needs DirEnt.Session")
         denied = txn_op_denial(self.core.authorize(args), op, key)

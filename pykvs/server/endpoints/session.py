@@ -12,7 +12,8 @@ from typing import TYPE_CHECKING, Any
 from pykvs import fsm
 from pykvs._pack import packb
 from pykvs.acl import filter_sessions
-from pykvs.server.args import field_map, field_str, field_uint
+from pykvs.goformat import go_quote
+from pykvs.server.args import check_size, field_map, field_str, field_uint, uuid_problem
 from pykvs.server.endpoints.common import filtered_query, raise_if_error
 from pykvs.server.rpc import RPCError
 from pykvs.state.sessions import (
@@ -30,6 +31,10 @@ if TYPE_CHECKING:
 
 __all__ = ["SessionError", "Sessions", "new_session", "session_to_wire"]
 
+# Bounds on what a session create writes to the log (Consul has none but its HTTP body size;
+# these are far above any real name, node or TTL).
+_SESSION_TEXT_LIMITS = (("Name", 4096), ("Node", 4096), ("TTL", 64), ("Behavior", 64))
+
 
 def new_session(body: Mapping[str, Any], default_node: str, session_id: str = "") -> Session:
     """A session to create from Session.Apply's ``Session`` map, with Consul's defaults
@@ -40,6 +45,8 @@ def new_session(body: Mapping[str, Any], default_node: str, session_id: str = ""
         lock_delay = DEFAULT_LOCK_DELAY_NS
     elif not (isinstance(lock_delay, int) and lock_delay < 0):  # negative: Consul's refusal
         lock_delay = field_uint(body, "LockDelay")
+    for name, limit in _SESSION_TEXT_LIMITS:
+        check_size(f"Session {name}", len(field_str(body, name).encode()), limit)
     session = Session(
         id=session_id or str(uuid.uuid4()),
         node=field_str(body, "Node") or default_node,
@@ -98,11 +105,22 @@ class Sessions:
         return session_id
 
     async def _destroy(self, args: dict[str, Any], session_id: str) -> str:
+        """Consul's destroy: the ID must be a UUID (its state store's lookup refuses anything
+        else) and the token checked before anything is proposed. With ACLs on, an unknown
+        session is refused as Consul refuses it; without, it is answered with nothing
+        proposed (there is nothing to destroy)."""
         if not session_id:
             raise ValueError("Must provide ID")
+        problem = uuid_problem(session_id)
+        if problem is not None:
+            raise RPCError(f"Session lookup failed: failed session lookup: {problem}")
+        authz = self.core.authorize(args)
         _, existing = self.core.state.session_get(session_id)
-        if existing is not None:
-            self.core.authorize(args).require_session_write(existing.node)
+        if existing is None:
+            if self.core.config.acl_enabled:
+                raise RPCError(f"Unknown session {go_quote(session_id)}")
+            return session_id
+        authz.require_session_write(existing.node)
         command = fsm.session_destroy_command(session_id, ts=time.time_ns())
         raise_if_error(await self.core.raft_apply(command, may_delete=True))
         self.core.sessions.stop_timer(session_id)

@@ -12,7 +12,15 @@ from typing import TYPE_CHECKING, Any
 
 from pykvs import fsm
 from pykvs.acl import Authorizer, check_txn_ops, filter_entries
-from pykvs.server.args import field_bytes, field_map, field_str, field_uint
+from pykvs.server.args import (
+    check_key_size,
+    check_session_ref,
+    check_size,
+    field_bytes,
+    field_map,
+    field_str,
+    field_uint,
+)
 from pykvs.server.endpoints.common import raise_if_error
 from pykvs.server.endpoints.kvs import check_value_size
 from pykvs.state.txn import TXN_VERBS, TxnOp, TxnResult
@@ -24,6 +32,7 @@ __all__ = ["MAX_TXN_OPS", "TXN_READ_VERBS", "TXN_VERBS", "Txn", "txn_result_to_w
 
 TXN_READ_VERBS = ("get", "get-tree", "check-index", "check-session", "check-not-exists")
 MAX_TXN_OPS = 128
+MAX_TXN_BYTES = 512 * 1024  # Consul's txn_max_req_len default
 
 
 def txn_result_to_wire(result: TxnResult) -> dict[str, Any]:
@@ -86,6 +95,10 @@ class Txn:
                 ops.append(self._op(raw))
             except ValueError as exc:
                 raise ValueError(f"operation {position}: {exc}") from None
+        # Consul's txn_max_req_len (or kv_max_value_size when larger), on the keys and values
+        # themselves: an HTTP body under it (base64 values) always fits.
+        limit = max(MAX_TXN_BYTES, self.core.config.max_value_size)
+        check_size("Transaction", sum(len(op.key) + len(op.value) for op in ops), limit)
         return ops
 
     def _op(self, raw: Any) -> TxnOp:
@@ -97,8 +110,11 @@ class Txn:
             raise ValueError(f"unknown KV verb {verb!r}")
         value = field_bytes(kv, "Value")
         check_value_size(self.core, value)
-        return TxnOp(verb, field_bytes(kv, "Key"), value, field_uint(kv, "Flags"),
-                     field_uint(kv, "Index"), field_str(kv, "Session") or None)
+        key = field_bytes(kv, "Key")
+        check_key_size(key)
+        session = field_str(kv, "Session") or None
+        check_session_ref(session)
+        return TxnOp(verb, key, value, field_uint(kv, "Flags"), field_uint(kv, "Index"), session)
 
     async def apply(self, args: dict[str, Any]) -> Any:
         forwarded, reply = await self.core.forward("Txn.Apply", args, read=False)
