@@ -29,6 +29,7 @@ class NodeConfig:
     snapshot_send_timeout: float = 10.0  # seconds a bulk frame may wait for queue room
     read_timeout: float | None = None  # ReadIndex rounds; default: two election timeouts
     max_entry_bytes: int = 4 << 20  # one command; AppendEntries frames must carry it whole
+    make_cluster_id: bool = False  # a leader gives a membership without a cluster id one
     seed: int | None = None
 
     def __post_init__(self) -> None:

@@ -157,7 +157,7 @@ def apply_config_change(conf: Configuration, change: ConfigChange) -> Configurat
         learners.pop(sid, None)
     else:
         raise ConfigChangeError(f"unknown change kind {change.kind!r}")
-    return Configuration(voters, learners)
+    return Configuration(voters, learners, conf.cluster_id)
 
 
 @dataclass
@@ -433,13 +433,17 @@ class RaftCore:
         stepped as Raft would (a server being added hears from a leader its log does not
         know yet; a leader elected by a membership this server has not received yet must be
         able to catch it up; a voter whose log is empty may be needed to elect one), so
-        liveness is Raft's, and only a cluster that has a leader is shielded.
+        liveness is Raft's, and only a cluster that has a leader is shielded. A server with no
+        membership yet (being added, its log still empty) hears from anyone, as in
+        hashicorp/raft: it can only learn, and its leader may change before it knows who the
+        members are.
         """
         if self._role is Role.LEADER:
             return True
         leader = self._leader_id
         return (leader is not None and leader != msg.src
-                and self._election_elapsed < self._cfg.election_tick)
+                and self._election_elapsed < self._cfg.election_tick
+                and bool(self._configs[-1][1].voters))
 
     def propose(self, data: bytes) -> int:
         """Append an FSM command; returns its index. Raises NotLeaderError off the leader."""
@@ -452,14 +456,32 @@ class RaftCore:
         Refused (ConfigChangeError) while another change is uncommitted or before the leader
         has committed its term's first entry (the rule that keeps single-server changes safe).
         """
+        self._check_can_change()
+        new = apply_config_change(self.configuration, change)
+        return self._append_entry(EntryType.CONFIG, encode_configuration(new))
+
+    def propose_cluster_id(self, cluster_id: str) -> int:
+        """Append the membership in force, named ``cluster_id`` (a cluster formed before
+        cluster ids, or by several founders, gets its id this way); returns its index.
+
+        Refused (ConfigChangeError) when the membership already has an id, and as any
+        membership change while another is uncommitted."""
+        self._check_can_change()
+        conf = self.configuration
+        if conf.cluster_id:
+            raise ConfigChangeError(f"the cluster already has id {conf.cluster_id}")
+        if not cluster_id:
+            raise ConfigChangeError("a cluster id must not be empty")
+        new = Configuration(dict(conf.voters), dict(conf.learners), cluster_id)
+        return self._append_entry(EntryType.CONFIG, encode_configuration(new))
+
+    def _check_can_change(self) -> None:
         self._check_can_propose()
         if self._log.committed < self._term_start_index:
             raise ConfigChangeError("the leader has not committed an entry of its term yet")
         pending_at = self._configs[-1][0]
         if pending_at > self._log.committed:
             raise ConfigChangeError(f"membership change at index {pending_at} is not committed")
-        new = apply_config_change(self.configuration, change)
-        return self._append_entry(EntryType.CONFIG, encode_configuration(new))
 
     def read_index(self, ctx: bytes) -> None:
         """Ask for a linearizable read point; answered as ReadState(ctx, index) in a Ready.

@@ -116,6 +116,14 @@ class AsyncLogStore(LogStore, Protocol):
         """``compact()``, queued now."""
         ...
 
+    def fact(self, name: str) -> Any:
+        """A small durable fact (the cluster id), None when absent."""
+        ...
+
+    def put_fact(self, name: str, value: Any) -> None:
+        """Durably store a small fact (written at once, not queued)."""
+        ...
+
 
 class SnapshotImage(Protocol):
     """A point-in-time copy of the state machine, taken in O(1) on the event loop and streamed
@@ -157,6 +165,10 @@ class Transport(Protocol):
 
     def set_peers(self, peers: Mapping[str, str]) -> None:
         """The servers to keep links to, id -> address."""
+        ...
+
+    def set_cluster_id(self, cluster_id: str) -> None:
+        """Accept only servers of cluster ``cluster_id`` from now on, and name it."""
         ...
 
     def send(self, peer: str, payload: Any) -> bool:

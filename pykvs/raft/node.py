@@ -55,6 +55,7 @@ from typing import Any
 
 from pykvs.netaddr import split_address
 from pykvs.raft.applier import Applier
+from pykvs.raft.cluster_id import ClusterIdentity
 from pykvs.raft.config import NodeConfig
 from pykvs.raft.core import (
     ConfigChange,
@@ -84,19 +85,9 @@ from pykvs.raft.waiters import Changes, Completion, LeadershipListeners
 
 log = logging.getLogger(__name__)
 
-__all__ = [
-    "Completion",
-    "ConfigChangeError",
-    "LeadershipLostError",
-    "NodeClosedError",
-    "NodeConfig",
-    "NodeFailedError",
-    "NotLeaderError",
-    "ProposalDroppedError",
-    "RaftError",
-    "RaftNode",
-    "RaftTimeoutError",
-]
+__all__ = ["Completion", "ConfigChangeError", "LeadershipLostError", "NodeClosedError",
+           "NodeConfig", "NodeFailedError", "NotLeaderError", "ProposalDroppedError", "RaftError",
+           "RaftNode", "RaftTimeoutError"]
 
 # What a leader may send before its own write of the same Ready is durable.
 _LEADER_KINDS = frozenset({MessageKind.APPEND, MessageKind.HEARTBEAT, MessageKind.SNAPSHOT,
@@ -164,6 +155,7 @@ class RaftNode:
         self._applier = Applier(self.id, fsm, snapshots, self._snapshotter, self.counters,
                                 self._wake, self.leader)
         self._register = self._applier.register  # on the proposal path: no extra call
+        self._identity = ClusterIdentity(self.id, log_store, config.make_cluster_id)
         self._messenger = Messenger(config, snapshots, self._static_peers, self.counters,
                                     self._wake, self._wait_for, self._spawn)
 
@@ -178,8 +170,8 @@ class RaftNode:
             self._applier.restore(meta)
         host, port = split_address(self._bind)
         messenger = self._messenger
-        transport = await messenger.start(host, port, random.Random(self._rng.random()),
-                                          self._transport_options)
+        transport = await messenger.start(host, port, random.Random(self._rng.random()), {
+            **self._transport_options, "cluster_id": self._identity.value})
         bootstrap = None
         if self._bootstrap:
             bootstrap = Configuration({self.id: self.address, **self._static_peers})
@@ -592,8 +584,12 @@ class RaftNode:
             self._role, self._leader = role, leader
             if was_leader != (role is Role.LEADER):
                 self._leadership.tell(not was_leader)
+                if not was_leader:
+                    self._identity.elected(core, lambda: self._propose(b"", None), self._spawn)
             self._applier.leader_changed(was_leader and role is not Role.LEADER,
                                          core.commit_index, leader)
             log.info("%s: %s in term %d (leader: %s)", self.id, role.value, core.term, leader)
         self._messenger.sync_peers()
+        if not self._identity.value:
+            self._identity.observe(core, self._messenger.transport)
         self._changes.notify()

@@ -3,11 +3,13 @@
 Wire format
 -----------
 A frame is ``u32_be(length) || msgpack(object)``, ``0 < length <= max_frame``. The first frame on
-every connection is the hello ``["pykvs-raft", 1, from_id, lane]``; every later frame is one
-payload, handed to ``on_message(from_id, payload)``. The transport does not know Raft message
-types: a payload is any msgpack-able object (``Message.to_wire()``). Bytes stay bytes, str stays
-str, tuples come back as lists. Connections are one-way: the dialling side only writes and the
-listening side only reads, so a frame's sender is always the connection's hello.
+every connection is the hello ``["pykvs-raft", 2, from_id, lane, cluster_id]`` (or
+``["pykvs-raft", 1, from_id, lane]`` from a server that knows no cluster id yet, as servers
+before cluster ids sent); every later frame is one payload, handed to
+``on_message(from_id, payload)``. The transport does not know Raft message types: a payload is
+any msgpack-able object (``Message.to_wire()``). Bytes stay bytes, str stays str, tuples come
+back as lists. Connections are one-way: the dialling side only writes and the listening side
+only reads, so a frame's sender is always the connection's hello.
 
 Lanes
 -----
@@ -41,6 +43,14 @@ Consul's port 8300). The transport still owns the connection's task, so ``close(
 A first frame that breaks the framing (over ``max_first_frame``, which the server sets to its
 RPC frame limit, or not one msgpack object) is handed over as the FrameError instead, so the
 RPC side can answer it.
+
+Cluster ids
+-----------
+A transport with a ``cluster_id`` accepts only hellos naming that id: a server of another
+cluster, or one naming none, is refused with a log line naming both ids (a transport without
+one, a server whose cluster has no id yet, accepts any). ``set_cluster_id`` adopts one: links
+re-dial with the new hello, and inbound connections whose hello named another id are closed. A
+hello naming this server itself is always refused.
 
 TLS
 ---
@@ -79,7 +89,8 @@ OtherConnectionHandler = Callable[[Any, asyncio.StreamReader, asyncio.StreamWrit
                                   Awaitable[None]]
 
 HELLO_MAGIC = "pykvs-raft"
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2  # the hello with a cluster id; 1: the hello before cluster ids
+_HELLO_V1 = 1
 CONTROL = "control"
 BULK = "bulk"
 _LANES = (CONTROL, BULK)
@@ -257,7 +268,10 @@ class _Link:
 
     async def _pump(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         t = self.transport
-        hello = _pack((HELLO_MAGIC, PROTOCOL_VERSION, t.local_id, self.lane))
+        if t.cluster_id:
+            hello = _pack((HELLO_MAGIC, PROTOCOL_VERSION, t.local_id, self.lane, t.cluster_id))
+        else:
+            hello = _pack((HELLO_MAGIC, _HELLO_V1, t.local_id, self.lane))
         writer.writelines((len(hello).to_bytes(4, "big"), hello))
         await wait_for(writer.drain(), t.write_timeout)
         self.eof = False
@@ -317,6 +331,7 @@ class TCPTransport:
         ssl_client: ssl.SSLContext | None = None,
         max_inbound: int = 0,
         max_first_frame: int = 0,
+        cluster_id: str = "",
     ) -> None:
         if not local_id:
             raise ValueError("local_id must be a non-empty server id")
@@ -350,10 +365,13 @@ class TCPTransport:
         self._links: dict[tuple[str, str], _Link] = {}
         self._retired: set[asyncio.Task[None]] = set()
         self._inbound: set[asyncio.Task[Any]] = set()
+        self.cluster_id = cluster_id
+        # Raft connections accepted: the hello's cluster id and the writer (to close them).
+        self._hellos: dict[asyncio.Task[Any], tuple[str, asyncio.StreamWriter]] = {}
         self._server: asyncio.Server | None = None
         self._closed = False
         self.stats_in = {"frames": 0, "connections": 0, "bad_frames": 0, "handler_errors": 0,
-                         "refused": 0}
+                         "refused": 0, "foreign": 0}
         if peers:
             self.set_peers(peers)
 
@@ -400,11 +418,14 @@ class TCPTransport:
             split_address(address)  # reject a bad address here, not in the dial loop
         for key, link in list(self._links.items()):
             if peers.get(link.peer) != self.peers.get(link.peer):
-                del self._links[key]
-                link.stop()
-                self._retired.add(link.task)
-                link.task.add_done_callback(self._retired.discard)
+                self._retire(key, link)
         self.peers = {p: a for p, a in peers.items() if p != self.local_id}
+
+    def _retire(self, key: tuple[str, str], link: _Link) -> None:
+        del self._links[key]
+        link.stop()
+        self._retired.add(link.task)
+        link.task.add_done_callback(self._retired.discard)
 
     def _link(self, peer: str, lane: str) -> _Link:
         if self._closed:
@@ -481,7 +502,8 @@ class TCPTransport:
             if self.on_other_connection is not None and not _is_hello(hello):
                 await self.on_other_connection(hello, reader, writer)
                 return
-            sender = self._check_hello(hello)
+            sender = self._check_hello(hello, remote)
+            self._hellos[task] = (hello[4] if len(hello) == 5 else "", writer)
             while True:
                 payload = await read_frame(reader, self.max_frame)
                 self.stats_in["frames"] += 1
@@ -522,15 +544,40 @@ class TCPTransport:
                     raise
             finally:
                 self._inbound.discard(task)
+                self._hellos.pop(task, None)
 
-    def _check_hello(self, hello: Any) -> str:
-        if (not isinstance(hello, list) or len(hello) != 4 or hello[0] != HELLO_MAGIC
+    def _check_hello(self, hello: Any, remote: Any) -> str:
+        if (not isinstance(hello, list) or len(hello) not in (4, 5) or hello[0] != HELLO_MAGIC
                 or not isinstance(hello[2], str) or not hello[2] or hello[3] not in _LANES):
             raise FrameError(f"bad hello {hello!r:.100}")
-        if hello[1] != PROTOCOL_VERSION:
-            raise FrameError(f"protocol version {hello[1]!r} (this server speaks "
-                             f"{PROTOCOL_VERSION})")
-        return hello[2]
+        version = hello[1]
+        if version not in (_HELLO_V1, PROTOCOL_VERSION) or len(hello) != 3 + version:
+            raise FrameError(f"protocol version {version!r} in a hello of {len(hello)} fields "
+                             f"(this server speaks {PROTOCOL_VERSION})")
+        sender: str = hello[2]
+        theirs = hello[4] if version == PROTOCOL_VERSION else ""
+        if not isinstance(theirs, str):
+            raise FrameError(f"bad hello {hello!r:.100}")
+        if sender == self.local_id:
+            raise FrameError(f"a hello naming this server ({sender}) itself")
+        if self.cluster_id and theirs != self.cluster_id:
+            self.stats_in["foreign"] += 1
+            raise FrameError(
+                f"refused: server {sender!r} at {remote} belongs to cluster "
+                f"{theirs or '(none named)'}, this server to cluster {self.cluster_id}")
+        return sender
+
+    def set_cluster_id(self, cluster_id: str) -> None:
+        """Adopt ``cluster_id``: links re-dial with it in their hello, and Raft connections
+        whose hello named another are closed (see the module docstring)."""
+        if cluster_id == self.cluster_id:
+            return
+        self.cluster_id = cluster_id
+        for key, link in list(self._links.items()):
+            self._retire(key, link)
+        for theirs, writer in list(self._hellos.values()):
+            if theirs != cluster_id:
+                writer.close()
 
 
 def _is_hello(frame: Any) -> bool:

@@ -59,18 +59,29 @@ class HardState:
 
 @dataclass(frozen=True, slots=True)
 class Configuration:
-    """Cluster membership: server id -> address, split into voters and non-voters."""
+    """Cluster membership: server id -> address, split into voters and non-voters.
+
+    ``cluster_id`` names the cluster (random, made once by its first leader; "" in logs
+    written before cluster ids existed, until a leader adds one): every later membership
+    keeps it, so the log and every snapshot carry it to each server (see node.py).
+    """
 
     voters: dict[str, str] = field(default_factory=dict)
     learners: dict[str, str] = field(default_factory=dict)
+    cluster_id: str = ""
 
-    def to_wire(self) -> tuple[dict[str, str], dict[str, str]]:
-        return (dict(self.voters), dict(self.learners))
+    def to_wire(self) -> tuple:
+        if self.cluster_id:
+            return (dict(self.voters), dict(self.learners), self.cluster_id)
+        return (dict(self.voters), dict(self.learners))  # as before cluster ids
 
     @classmethod
     def from_wire(cls, wire: tuple | list) -> Configuration:
-        voters, learners = wire
-        return cls(dict(voters), dict(learners))
+        voters, learners, *rest = wire
+        cluster_id = rest[0] if rest else ""
+        if not isinstance(cluster_id, str) or len(rest) > 1:
+            raise ValueError(f"bad configuration {wire!r:.100}")
+        return cls(dict(voters), dict(learners), cluster_id)
 
     def all_servers(self) -> dict[str, str]:
         return {**self.voters, **self.learners}
