@@ -1,14 +1,15 @@
 """The ``pykvs`` command. ``pykvs agent`` runs a server (agent_cmd, over pykvs.agent); ``kv``,
 ``operator raft``, ``snapshot`` and ``acl`` talk to one over the HTTP API, as the consul CLI
 does (each a command group, Go-style flags from flags, the HTTP client from http_client, what
-every command shares from command); ``tls`` makes a CA and certificates, as ``consul tls``."""
+every command shares from command); ``tls`` makes a CA and certificates, as ``consul tls``;
+``watch`` runs a handler on every change of a key or prefix."""
 
 from __future__ import annotations
 
 import argparse
 from collections.abc import Callable, Sequence
 
-from pykvs.cli import acl, agent_cmd, kv, operator, snapshot, tls
+from pykvs.cli import acl, agent_cmd, kv, operator, snapshot, tls, watch
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -16,7 +17,7 @@ def build_parser() -> argparse.ArgumentParser:
                                      "modelled on Consul's KV store.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
-    for group in (agent_cmd, kv, operator, snapshot, acl, tls):
+    for group in (agent_cmd, kv, operator, snapshot, acl, tls, watch):
         group.register(sub)  # each leaf sets ``run(namespace) -> exit code``
     return parser
 

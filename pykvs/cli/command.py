@@ -57,6 +57,21 @@ def command(sub: Any, name: str, run: Runner, help_text: str,
     and the HTTP flags (unless ``http`` is False: a command that asks no agent); the parsed
     namespace's ``run`` runs it."""
     parser = sub.add_parser(name, help=help_text, description=help_text, allow_abbrev=False)
+    _configure(parser, run, flags, http)
+
+
+def top_command(subparsers: Any, name: str, run: Runner, help_text: str,
+                flags: Callable[[argparse.ArgumentParser], None] | None = None) -> None:
+    """Register ``run`` as ``pykvs NAME`` itself (``pykvs watch``, ``pykvs lock``), with
+    ``flags``, the HTTP flags and Go's flag manners (a usage error exits 1)."""
+    parser = subparsers.add_parser(name, help=help_text, description=help_text,
+                                   allow_abbrev=False)
+    parser.__class__ = GoFlagParser  # argparse makes the top level's subparsers itself
+    _configure(parser, run, flags, True)
+
+
+def _configure(parser: argparse.ArgumentParser, run: Runner,
+               flags: Callable[[argparse.ArgumentParser], None] | None, http: bool) -> None:
     if flags is not None:
         flags(parser)
     if http:
