@@ -47,16 +47,19 @@ static int equals_nocase(const uint8_t *buf, size_t off, size_t len, const char 
     return 1;
 }
 
-/* Offset of the first CRLFCRLF in buf[0 .. limit), or limit when there is none. */
+/* Offset of the first CRLFCRLF in buf[0 .. limit); limit when there is none; BARE_LF when an
+ * LF before it is not preceded by a CR (a head aiohttp answers at once, complete or not). */
+#define BARE_LF SIZE_MAX
 static size_t find_blank_line(const uint8_t *buf, size_t limit)
 {
-    for (size_t i = 0; i + 4 <= limit; i++) {
-        const uint8_t *p = memchr(buf + i, '\r', limit - i);
-        if (!p)
-            return limit;
-        i = (size_t)(p - buf);
-        if (i + 4 <= limit && p[1] == '\n' && p[2] == '\r' && p[3] == '\n')
-            return i;
+    const uint8_t *p = buf, *end = buf + limit;
+    while (p < end && (p = memchr(p, '\n', (size_t)(end - p))) != NULL) {
+        size_t i = (size_t)(p - buf);
+        if (i == 0 || buf[i - 1] != '\r')
+            return BARE_LF;
+        if (i >= 3 && buf[i - 2] == '\n' && buf[i - 3] == '\r')
+            return i - 3;
+        p++;
     }
     return limit;
 }
@@ -223,6 +226,8 @@ int httphead_parse(const uint8_t *buf, size_t len, size_t max_head, httphead *ou
     /* The blank line must start within max_head bytes (the head's lines and their CRLFs). */
     size_t limit = len < max_head + 4 ? len : max_head + 4;
     size_t blank = find_blank_line(buf, limit);
+    if (blank == BARE_LF)
+        return HTTPHEAD_OTHER;
     if (blank == limit)
         return len > max_head ? HTTPHEAD_OTHER : HTTPHEAD_INCOMPLETE;
     if (blank > max_head)
@@ -245,4 +250,23 @@ int httphead_parse(const uint8_t *buf, size_t len, size_t max_head, httphead *ou
     h.body_offset = blank + 4;
     *out = h;
     return HTTPHEAD_FAST;
+}
+
+size_t httphead_json_depth(const uint8_t *buf, size_t len, size_t limit)
+{
+    size_t depth = 0, deepest = 0;
+    for (size_t i = 0; i < len; i++) {
+        uint8_t c = buf[i];
+        if (c == '"') { /* skip the string: its brackets are text */
+            for (i++; i < len && buf[i] != '"'; i++)
+                if (buf[i] == '\\')
+                    i++;
+        } else if (c == '[' || c == '{') {
+            if (++depth > deepest && (deepest = depth) > limit)
+                return deepest;
+        } else if ((c == ']' || c == '}') && depth) {
+            depth--;
+        }
+    }
+    return deepest;
 }

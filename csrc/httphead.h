@@ -19,6 +19,12 @@
  * case). Header values are read with leading and trailing SP/HT removed. Anything else is
  * another shape: aiohttp's to parse and answer (an error, or a request the front does not
  * serve). The body, the query's parameters and the server's limits are the caller's.
+ * A head with an LF not preceded by CR before its blank line is another shape at once, before
+ * it is complete (aiohttp answers it 400 at once; the front must not wait for more bytes).
+ *
+ * httphead_json_depth is the HTTP API's bound on JSON bodies, checked before a decoder that
+ * recurses sees them: the deepest nesting of arrays and objects in buf (brackets inside
+ * strings are text), counting stops past limit.
  */
 #ifndef PYKVS_HTTPHEAD_H
 #define PYKVS_HTTPHEAD_H
@@ -54,6 +60,10 @@ typedef struct httphead {
 
 /* Returns an enum httphead_status; *out is written only for HTTPHEAD_FAST. */
 int httphead_parse(const uint8_t *buf, size_t len, size_t max_head, httphead *out);
+
+/* The deepest nesting in buf[0 .. len) (limit + 1 when deeper than limit). The brackets need
+ * not balance nor the JSON be valid: the decoder judges the grammar after. */
+size_t httphead_json_depth(const uint8_t *buf, size_t len, size_t limit);
 
 #ifdef Py_PYTHON_H /* in the cffi extension module only: see httphead_py.h */
 #include "httphead_py.h"

@@ -14,9 +14,9 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 
-from pykvs._cradix import lib
+from pykvs._cradix import ffi, lib
 
-__all__ = ["Head", "parse_head"]
+__all__ = ["Head", "json_depth", "parse_head"]
 
 # (method, key, query or None, content_length, token or None, authorization or None, close,
 #  body_offset): see csrc/httphead_py.h.
@@ -31,3 +31,9 @@ parse_head: Callable[[bytearray | bytes, int], Head | bool | None] = \
 """``parse_head(buffer, max_head)``: the first request in ``buffer``: None while its head is
 incomplete (and within ``max_head`` bytes), False when it is not of a fast shape, else its
 :data:`Head`."""
+
+
+def json_depth(data: bytes, limit: int) -> int:
+    """The deepest nesting of JSON arrays and objects in ``data`` (brackets inside strings
+    are text; counting stops at ``limit + 1``), before a decoder that recurses sees it."""
+    return int(lib.httphead_json_depth(ffi.from_buffer(data), len(data), limit))

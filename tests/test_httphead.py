@@ -26,12 +26,15 @@ _WANTED_HEADERS = re.compile(
     rb"\n(content-length|x-consul-token|authorization|connection|transfer-encoding|expect"
     rb"|upgrade|content-encoding):[ \t]*((?:[\x21-\x7e]+(?:[ \t]+[\x21-\x7e]+)*)?)",
     re.IGNORECASE)
+_BARE_LF = re.compile(rb"(?<!\r)\n")
 _OTHER = frozenset(("transfer-encoding", "expect", "upgrade", "content-encoding"))
 
 
 def reference(buffer: bytes, max_head: int = MAX_HEAD) -> object:
     """What front.py's Python parser decided, in parse_head's terms."""
     end = buffer.find(b"\r\n\r\n")
+    if _BARE_LF.search(buffer, 0, end + 3 if end >= 0 else max_head + 4):
+        return False  # a bare LF before the blank line: aiohttp's at once (issue 15)
     if end < 0:
         return False if len(buffer) > max_head else None
     if end > max_head:
@@ -100,6 +103,8 @@ CASES = [
     b"GET /v1/kv/a HTTP/1.1\r\nName: " + b"a" * 4000 + b"\x01\r\n\r\n",
     b"GET /v1/kv/a HTTP/1.1\r\nName: " + b"a b\t" * 1000 + b"\r\n\r\n",
     b"GET /v1/kv/a HTTP/1.1\nHost: x\r\n\r\n",
+    b"GET /v1/kv/a HTTP/1.1\nHost: x\n\n",  # bare LFs: another shape before the head is whole
+    b"GET /v1/kv/a HTTP/1.1\r\nHost: x\n",
     b"GET /v1/kv/a HTTP/1.1\r\n\r\n\r\n\r\n",
     b"GET /v1/kv/a?x y HTTP/1.1\r\n\r\n",
     b"GET /v1/kv/a?? HTTP/1.1\r\n\r\n",

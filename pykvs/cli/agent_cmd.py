@@ -97,6 +97,14 @@ def _security_arguments(parser: argparse.ArgumentParser) -> None:
     limits.add_argument("--rpc-idle-timeout", type=_seconds, default=defaults.rpc_idle_timeout,
                         metavar="DURATION", help="close an RPC connection idle this long "
                         f"(default: {defaults.rpc_idle_timeout:g}s)")
+    limits.add_argument("--http-header-timeout", type=_seconds,
+                        default=defaults.http_header_timeout, metavar="DURATION",
+                        help="time for an HTTP request's head to arrive in full once begun "
+                        f"(default: {defaults.http_header_timeout:g}s)")
+    limits.add_argument("--http-body-timeout", type=_seconds,
+                        default=defaults.http_body_timeout, metavar="DURATION",
+                        help="time for an HTTP request's body to arrive in full after its "
+                        f"head (default: {defaults.http_body_timeout:g}s)")
 
 
 def _seconds(text: str) -> float:
@@ -116,7 +124,9 @@ def _security_config(ns: argparse.Namespace) -> tuple[TLSConfig, Limits]:
     limits = Limits(http_max_body=ns.http_max_body, http_max_conns=ns.http_max_conns,
                     rpc_max_conns=ns.rpc_max_conns, rpc_max_frame=ns.rpc_max_frame,
                     max_blocking_per_client=ns.max_blocking_per_client,
-                    rpc_read_timeout=ns.rpc_read_timeout, rpc_idle_timeout=ns.rpc_idle_timeout)
+                    rpc_read_timeout=ns.rpc_read_timeout, rpc_idle_timeout=ns.rpc_idle_timeout,
+                    http_header_timeout=ns.http_header_timeout,
+                    http_body_timeout=ns.http_body_timeout)
     return tls, limits
 
 

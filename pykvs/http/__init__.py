@@ -10,6 +10,7 @@ Consul's.
 
 from __future__ import annotations
 
+import asyncio
 import ssl
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
@@ -20,7 +21,8 @@ from pykvs import ui
 from pykvs.http import acl, kv, operator, session, snapshot, txn
 from pykvs.http import limits as http_limits
 from pykvs.http.common import SERVER_KEY, text_reply
-from pykvs.http.errors import error_reply
+from pykvs.http.deadlines import WATCHES_KEY, track, watched
+from pykvs.http.errors import error_reply, hide_secrets_in_logs
 from pykvs.http.front import KEEPALIVE_TIMEOUT, SERVER_SOFTWARE, FastFront
 
 if TYPE_CHECKING:
@@ -71,9 +73,10 @@ async def consul_errors(request: web.Request, handler: Handler) -> web.StreamRes
 
 def make_app(server: Server) -> web.Application:
     limits = server.config.limits
-    app = web.Application(middlewares=[consul_errors, http_limits.enforce],
+    app = web.Application(middlewares=[track, consul_errors, http_limits.enforce],
                           client_max_size=limits.http_max_body)
     app[SERVER_KEY] = server
+    app[WATCHES_KEY] = {}
     http_limits.install(app, limits.max_blocking_per_client)
     for path, methods, handler in ROUTES:
         for method in methods:
@@ -86,13 +89,17 @@ class HTTPServer:
     served); ``await close()`` stops it. ``front`` is the fast KV front, if one is used."""
 
     def __init__(self, runner: web.AppRunner, front: FastFront | None, address: str,
-                 https_address: str = "") -> None:
+                 https_address: str = "", listeners: list[asyncio.Server] | None = None
+                 ) -> None:
         self.runner = runner
         self.front = front
         self.address = address
         self.https_address = https_address
+        self.listeners = listeners or []  # aiohttp's own (HTTPS, or without the front)
 
     async def close(self) -> None:
+        for listener in self.listeners:
+            listener.close()
         if self.front is not None:
             await self.front.close()
         await self.runner.cleanup()
@@ -113,6 +120,7 @@ async def start(server: Server, host: str = "127.0.0.1", port: int = 8500, *,
     ``fast_front=False`` (and for HTTPS) aiohttp serves everything."""
     if https_port is not None and ssl_context is None:
         raise ValueError("https_port needs an ssl_context (a TLS certificate and key)")
+    hide_secrets_in_logs()
     app = make_app(server)
     app.on_response_prepare.append(_server_header)
     # Blocking queries may be waiting: do not let them hold the agent's shutdown.
@@ -120,24 +128,33 @@ async def start(server: Server, host: str = "127.0.0.1", port: int = 8500, *,
                            keepalive_timeout=KEEPALIVE_TIMEOUT)
     await runner.setup()
     assert runner.server is not None
-    front = FastFront(server, runner.server) if fast_front else None
+    watches = app[WATCHES_KEY]
+    front = FastFront(server, runner.server, watches) if fast_front else None
     runner.app[http_limits.CONNECTIONS_KEY].watch(runner.server, front)
-    sites = [] if front is not None else [web.TCPSite(runner, host, port)]
+    sites: list[tuple[int, ssl.SSLContext | None]] = [] if front is not None else [(port, None)]
     if https_port is not None:
-        sites.append(web.TCPSite(runner, host, https_port, ssl_context=ssl_context))
+        sites.append((https_port, ssl_context))
+    # aiohttp's protocols behind the read deadlines (pykvs.http.deadlines), not a TCPSite.
+    factory = watched(runner.server, server.config.limits, watches)
+    loop = asyncio.get_running_loop()
+    listeners: list[asyncio.Server] = []
     try:
         address = ""
         if front is not None:
-            bound = (await front.listen(host, port)).sockets[0].getsockname()
-            address = f"{bound[0]}:{bound[1]}"
-        for site in sites:
-            await site.start()
+            address = _bound(await front.listen(host, port))
+        for site_port, context in sites:
+            listeners.append(await loop.create_server(factory, host, site_port, ssl=context,
+                                                      reuse_address=True))
     except BaseException:
-        await runner.cleanup()
-        if front is not None:
-            await front.close()
+        await HTTPServer(runner, front, "", "", listeners).close()
         raise
-    bound_sites = [f"{a[0]}:{a[1]}" for a in runner.addresses]
+    bound_sites = [_bound(listener) for listener in listeners]
     if front is None:
         address = bound_sites.pop(0)
-    return HTTPServer(runner, front, address, bound_sites[0] if https_port is not None else "")
+    return HTTPServer(runner, front, address, bound_sites[0] if https_port is not None else "",
+                      listeners)
+
+
+def _bound(listener: asyncio.Server) -> str:
+    host, port = listener.sockets[0].getsockname()[:2]
+    return f"{host}:{port}"

@@ -8,7 +8,6 @@ bootstrap no longer allowed (reset index: N)".
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from aiohttp import web
@@ -23,6 +22,7 @@ from pykvs.http.common import (
     unpack_reply,
     write_args,
 )
+from pykvs.http.jsonbody import JSONBodyError, load_json
 from pykvs.server.acl import ACL_NOT_FOUND
 
 MAX_ACL_BODY = 1 << 20  # a policy's rules are text; Consul reads bodies of this order
@@ -33,8 +33,8 @@ async def _body(request: web.Request, what: str) -> dict[str, Any]:
     if data is None:
         raise HTTPError(413, f"Request body too large, max size: {MAX_ACL_BODY} bytes")
     try:
-        body = json.loads(data) if data.strip() else {}
-    except (ValueError, UnicodeDecodeError) as exc:
+        body = load_json(data) if data.strip() else {}
+    except JSONBodyError as exc:
         raise HTTPError(400, f"{what} decoding failed: {exc}") from None
     if not isinstance(body, dict):
         raise HTTPError(400, f"{what} decoding failed: expected a JSON object")

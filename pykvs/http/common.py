@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import msgpack
 from aiohttp import web
 
-from pykvs.goformat import DurationError, parse_go_duration
+from pykvs.goformat import DurationError, go_quote, parse_go_duration
 from pykvs.server.rpc import RawMsgpack
 
 if TYPE_CHECKING:
@@ -28,7 +28,9 @@ if TYPE_CHECKING:
 
 SERVER_KEY: web.AppKey[Server] = web.AppKey("server")
 MAX_UINT64 = (1 << 64) - 1
-_DIGITS = re.compile(r"[0-9]+")
+MAX_INT64 = (1 << 63) - 1
+_DIGITS = re.compile(r"[0-9]+", re.ASCII)
+_NOT_GO_DURATION = re.compile("[^\x00-\x7f\u00b5\u03bc]")  # Go reads ASCII digits only
 
 
 class HTTPError(Exception):
@@ -46,12 +48,26 @@ def server_of(request: web.Request) -> Server:
 
 
 def parse_uint(text: str) -> int:
-    """Go's ``strconv.ParseUint(text, 10, 64)``; ValueError with Go's message."""
+    """Go's ``strconv.ParseUint(text, 10, 64)``; ValueError with Go's message (ASCII digits
+    only: Python's int() also reads other scripts' digits, and refuses 4,301 digits in its
+    own words)."""
     if not _DIGITS.fullmatch(text):
-        raise ValueError(f'strconv.ParseUint: parsing "{text}": invalid syntax')
-    value = int(text)
-    if value > MAX_UINT64:
-        raise ValueError(f'strconv.ParseUint: parsing "{text}": value out of range')
+        raise ValueError(f'strconv.ParseUint: parsing {go_quote(text)}: invalid syntax')
+    if len(text.lstrip("0")) > 20 or int(text) > MAX_UINT64:
+        raise ValueError(f'strconv.ParseUint: parsing {go_quote(text)}: value out of range')
+    return int(text)
+
+
+def parse_duration(text: str) -> int:
+    """Go's ``time.ParseDuration`` into ns; DurationError when Go's refuses it, a value over
+    an int64 of nanoseconds included (Go's "invalid duration")."""
+    try:
+        plain = len(text) <= 64 and not _NOT_GO_DURATION.search(text)
+        value = parse_go_duration(text) if plain else None
+    except ValueError:  # DurationError, and int()'s own refusals of odd digits
+        value = None
+    if value is None or not -MAX_INT64 - 1 <= value <= MAX_INT64:
+        raise DurationError(f"time: invalid duration {go_quote(text)}")
     return value
 
 
@@ -113,7 +129,7 @@ def query_args_of(server: Server, query: Mapping[str, str], token: str) -> dict[
     wait = query.get("wait", "")
     if wait:
         try:
-            wait_ns = parse_go_duration(wait)
+            wait_ns = parse_duration(wait)
         except DurationError:
             raise HTTPError(400, "Invalid wait time") from None
         args["MaxQueryTime"] = max(0, wait_ns)

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from pykvs.http import kv
 from pykvs.http.common import Reply, token_in
+from pykvs.http.deadlines import BODY, HEAD, AiohttpWatch, Deadline, close_late
 from pykvs.http.errors import error_reply
 from pykvs.httphead import parse_head
 
@@ -109,9 +110,11 @@ PROPOSED = object()  # FrontProtocol.busy while a fast write waits for its propo
 class FastFront:
     """The listening side: makes a FrontProtocol per connection and knows them all."""
 
-    def __init__(self, server: Server, aiohttp_protocol: web.Server) -> None:
+    def __init__(self, server: Server, aiohttp_protocol: web.Server,
+                 watches: dict[asyncio.BaseTransport, AiohttpWatch] | None = None) -> None:
         self.server = server
         self.aiohttp_protocol = aiohttp_protocol  # aiohttp's web.Server: a protocol factory
+        self.watches = {} if watches is None else watches  # read deadlines once handed off
         self.connections: set[FrontProtocol] = set()
         self.handed_off = 0  # connections (still open) now served by aiohttp
         self.served = 0  # requests answered here (tests and stats read it)
@@ -190,6 +193,9 @@ class FrontProtocol(asyncio.BufferedProtocol):
         self.loop = asyncio.get_running_loop()
         self.transport: asyncio.Transport | None = None
         self.inner: asyncio.Protocol | None = None  # aiohttp's, once handed off
+        self.watch: AiohttpWatch | None = None  # the read deadlines, once handed off
+        self.deadline = Deadline(self.loop, self._too_slow)  # of the request being buffered
+        self.waiting = HEAD  # what _parse waits for when it answers None: HEAD or BODY
         self.buffer = bytearray()
         self.busy: asyncio.Task[None] | object | None = None  # a task, PROPOSED or None
         self.eof = False
@@ -205,6 +211,7 @@ class FrontProtocol(asyncio.BufferedProtocol):
     def buffer_updated(self, nbytes: int) -> None:
         received = self.front.receive_buffer[:nbytes]
         if self.inner is not None:
+            self.watch.data()  # type: ignore[union-attr]
             self.inner.data_received(bytes(received))
             return
         self.buffer += received  # the one copy out of the shared buffer
@@ -229,6 +236,9 @@ class FrontProtocol(asyncio.BufferedProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.front.connections.discard(self)
+        self.deadline.stop()
+        if self.watch is not None:
+            self.watch.lost()
         if self.inner is not None:
             self.front.handed_off -= 1
             self.inner.connection_lost(exc)
@@ -252,6 +262,15 @@ class FrontProtocol(asyncio.BufferedProtocol):
         if self.inner is None and self.busy is None and self.last_active < cutoff:
             assert self.transport is not None
             self.transport.close()
+
+    def _timeout(self, waiting: int) -> float:
+        limits = self.front.server.config.limits
+        return limits.http_header_timeout if waiting == HEAD else limits.http_body_timeout
+
+    def _too_slow(self, waiting: int) -> None:
+        """The request being buffered missed its deadline: the connection is closed."""
+        if self.inner is None and self.busy is None:
+            close_late(self.transport)
 
     def close_now(self) -> list[asyncio.Future[Any]]:
         """Close a fast connection (what is written still goes out); the task still
@@ -285,11 +304,14 @@ class FrontProtocol(asyncio.BufferedProtocol):
                             self._hand_off()
                         else:
                             transport.close()
+                    elif self.buffer:  # the head or body's clock, from its first byte
+                        self.deadline.start(self.waiting, self._timeout(self.waiting))
                     return
                 if request is _HAND_OFF:
                     self._hand_off()
                     return
                 assert isinstance(request, _Request)
+                self.deadline.stop()
                 self._start(request)
         finally:
             self.in_next = False
@@ -301,6 +323,7 @@ class FrontProtocol(asyncio.BufferedProtocol):
         buffer = self.buffer
         head = parse_head(buffer, MAX_HEAD)
         if head is None:
+            self.waiting = HEAD
             return None
         if head is False:
             return _HAND_OFF
@@ -320,6 +343,7 @@ class FrontProtocol(asyncio.BufferedProtocol):
                     return _HAND_OFF
                 query[param] = text
         if len(buffer) < start + length:
+            self.waiting = BODY
             return None
         body = bytes(buffer[start:start + length])
         del buffer[:start + length]
@@ -404,11 +428,15 @@ class FrontProtocol(asyncio.BufferedProtocol):
         if self.read_paused:
             transport.resume_reading()
             self.read_paused = False
+        self.deadline.stop()
         inner = self.inner = self.front.aiohttp_protocol()
         self.front.handed_off += 1
+        self.watch = AiohttpWatch(transport, self.front.server.config.limits,
+                                  self.front.watches)
         inner.connection_made(transport)
         data, self.buffer = bytes(self.buffer), bytearray()
         if data:
+            self.watch.data()
             inner.data_received(data)
         if self.eof:
             keep_open = inner.eof_received()  # type: ignore[func-returns-value]

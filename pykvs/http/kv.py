@@ -8,12 +8,14 @@ its own state or forwarded the request. Nothing of KV's semantics is decided her
 
 from __future__ import annotations
 
+import re
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import urlencode
 
 from aiohttp import web
 
+from pykvs.goformat import go_quote
 from pykvs.http.common import (
     JSON,
     HTTPError,
@@ -35,6 +37,8 @@ if TYPE_CHECKING:
 
 BodyReader = Callable[[int], Awaitable[bytes | None]]
 
+KV_PREFIX = "/v1/kv/"
+_HEX2 = re.compile("[0-9A-Fa-f]{2}")
 KV_MAX_VALUE_SIZE_DOC = (
     "https://developer.hashicorp.com/docs/agent/config/config-files#kv_max_value_size"
 )
@@ -64,14 +68,38 @@ def _conflicting(query: Mapping[str, str], *names: str) -> None:
         raise HTTPError(400, f"Conflicting flags: {encoded}\n")
 
 
+def key_bytes(key: str) -> bytes:
+    """The stored key of a request's key (bytes of %-escapes that are not UTF-8 included)."""
+    return key.encode("utf-8", "surrogateescape")
+
+
+def path_key(escaped: str) -> str:
+    """The key of ``/v1/kv/<escaped>`` as Go's url.PathUnescape reads it: every ``%XX`` is
+    the byte XX (one that is not UTF-8 kept as a surrogate, see key_bytes), and a ``%`` not
+    followed by two hex digits is Go's 400 ``invalid URL escape "%zz"``. ``escaped`` is
+    aiohttp's ``path_safe`` part: decoded, but for %2F, %25 and escapes that are not UTF-8,
+    which aiohttp's own unquoting would leave as text (``bad%ffkey`` and ``bad%25ffkey``
+    were one key)."""
+    if "%" not in escaped:
+        return escaped
+    first, *rest = escaped.split("%")
+    parts = [first.encode("utf-8", "surrogateescape")]
+    for part in rest:
+        if not _HEX2.match(part):
+            raise HTTPError(400, f"invalid URL escape {go_quote('%' + part[:2])}")
+        parts.append(bytes.fromhex(part[:2]))
+        parts.append(part[2:].encode("utf-8", "surrogateescape"))
+    return b"".join(parts).decode("utf-8", "surrogateescape")
+
+
 async def kv_endpoint(request: web.Request) -> web.StreamResponse:
     """The aiohttp route of ``/v1/kv/{key}``."""
 
     async def read(limit: int) -> bytes | None:
         return await read_body(request, limit)
 
-    kv_request = KVRequest(server_of(request), request.method,
-                           request.match_info.get("key", ""), request.query,
+    key = path_key(request.rel_url.path_safe[len(KV_PREFIX):])
+    kv_request = KVRequest(server_of(request), request.method, key, request.query,
                            token_of(request), request.content_length, read)
     return (await serve(kv_request)).response()
 
@@ -94,7 +122,7 @@ async def _get(request: KVRequest) -> Reply:
         raise HTTPError(400, "Missing key name")
     raw = "raw" in request.query and not recurse
     args = query_args_of(server, request.query, request.token)
-    args["Key"] = key.encode()
+    args["Key"] = key_bytes(key)
     result: KVEntry | KVListing = await server.calls["KVS.List" if recurse else "KVS.Get"](args)
     headers = meta_headers(result.meta)
     if raw:
@@ -113,7 +141,7 @@ async def _get(request: KVRequest) -> Reply:
 
 async def _get_keys(request: KVRequest) -> Reply:
     server = request.server
-    prefix = request.key.encode()
+    prefix = key_bytes(request.key)
     # Consul's historic spelling "seperator" is accepted too; "separator" wins.
     separator = request.query.get("separator", request.query.get("seperator", "")).encode()
     args = query_args_of(server, request.query, request.token)
@@ -146,7 +174,7 @@ def _put_entry(request: KVRequest) -> tuple[str, dict[str, Any]]:
     query = request.query
     _conflicting(query, "cas", "acquire", "release")
     op = "set"
-    entry: dict[str, Any] = {"Key": request.key.encode(), "Flags": 0}
+    entry: dict[str, Any] = {"Key": key_bytes(request.key), "Flags": 0}
     if "flags" in query:
         entry["Flags"] = uint_in(query, "flags")
     if "cas" in query:
@@ -166,7 +194,7 @@ def _delete_entry(request: KVRequest) -> tuple[str, dict[str, Any]]:
     query = request.query
     _conflicting(query, "recurse", "cas")
     op = "delete"
-    entry: dict[str, Any] = {"Key": request.key.encode()}
+    entry: dict[str, Any] = {"Key": key_bytes(request.key)}
     if "recurse" in query:
         op = "delete-tree"
     elif not request.key:

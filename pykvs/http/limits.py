@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from pykvs.http.common import server_of
+from pykvs.http.common import parse_uint, server_of
 from pykvs.server.limits import LimitExceeded, PerClientCounter, too_many_connections
 
 if TYPE_CHECKING:
@@ -54,8 +54,12 @@ def install(app: web.Application, max_blocking_per_client: int) -> None:
 
 
 def _is_blocking(request: web.Request) -> bool:
-    index = request.query.get("index", "")
-    return request.method == "GET" and index.isdigit() and int(index) > 0
+    if request.method != "GET":
+        return False
+    try:
+        return parse_uint(request.query.get("index", "")) > 0
+    except ValueError:  # the handler answers Consul's "Invalid index"
+        return False
 
 
 @web.middleware

@@ -9,22 +9,24 @@ no health checks, so Checks/NodeChecks/ServiceChecks may name only Consul's defa
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from aiohttp import web
 
-from pykvs.goformat import NS_PER_SECOND, parse_go_duration
+from pykvs.goformat import NS_PER_SECOND
 from pykvs.http.common import (
+    MAX_INT64,
     HTTPError,
     field,
     json_response,
     meta_headers,
+    parse_duration,
     query_args,
     server_of,
     unpack_reply,
     write_args,
 )
+from pykvs.http.jsonbody import load_json
 from pykvs.server.endpoints.session import SessionError, new_session
 
 LOCK_DELAY_MIN_THRESHOLD = 1000  # Consul's lockDelayMinThreshold (ns; below it means seconds)
@@ -50,11 +52,12 @@ def session_json(wire: dict[str, Any]) -> dict[str, Any]:
 def _lock_delay(raw: Any) -> int:
     """FixupLockDelay: a duration string or a number; small values mean seconds."""
     if isinstance(raw, str):
-        delay = parse_go_duration(raw)
-    elif isinstance(raw, int | float) and not isinstance(raw, bool):
+        delay = parse_duration(raw)
+    elif isinstance(raw, int | float) and not isinstance(raw, bool) and abs(raw) <= MAX_INT64:
         delay = int(raw)
-    else:
-        raise SessionError(f"LockDelay must be a duration string or a number, got {raw!r}")
+    else:  # a time.Duration is an int64 of nanoseconds
+        raise SessionError(f"LockDelay must be a duration string or a number of nanoseconds "
+                           f"within 64 bits, got {raw!r}")
     if delay < LOCK_DELAY_MIN_THRESHOLD:
         delay *= NS_PER_SECOND
     return delay
@@ -89,7 +92,7 @@ async def session_create(request: web.Request) -> web.StreamResponse:
     server = server_of(request)
     body = await request.read()
     try:
-        raw = json.loads(body) if body.strip() else None
+        raw = load_json(body) if body.strip() else None
         session = _session_body(raw, server.config.node_name)
     except (ValueError, UnicodeDecodeError) as exc:  # SessionError is a ValueError
         raise HTTPError(400, f"Request decode failed: {exc}") from None

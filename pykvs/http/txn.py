@@ -11,7 +11,6 @@ QueryMeta); anything else to ``Txn.Apply`` through Raft. A transaction that roll
 from __future__ import annotations
 
 import binascii
-import json
 from typing import Any
 
 from aiohttp import web
@@ -29,6 +28,7 @@ from pykvs.http.common import (
     server_of,
     write_args,
 )
+from pykvs.http.jsonbody import JSONBodyError, load_json
 from pykvs.server.endpoints.txn import MAX_TXN_OPS, TXN_READ_VERBS, TXN_VERBS
 
 TXN_MAX_REQUEST = 512 * 1024  # Consul's txn_max_req_len default (raft's suggested entry size)
@@ -74,8 +74,8 @@ def _str_field(kv: dict[str, Any], name: str, position: int) -> str:
 def parse_ops(body: bytes, max_value_size: int) -> list[dict[str, Any]]:
     """The request body as RPC ``Ops``; HTTPError with Consul's code and text when bad."""
     try:
-        raw_ops = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
+        raw_ops = load_json(body)
+    except JSONBodyError as exc:
         raise _bad_body(str(exc)) from None
     if raw_ops is None:
         raw_ops = []

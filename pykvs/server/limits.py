@@ -17,6 +17,11 @@ client gets an answer that names the limit and its value, never a silent drop:
   within this many seconds (10), as Go's ``ReadHeaderTimeout``; a half-sent frame is not held.
 - ``rpc_idle_timeout``: an RPC connection with no request in flight and no frame begun for this
   many seconds (300) is closed. Both closes send the connection error first.
+- ``http_header_timeout``: once the first byte of an HTTP request (its head) has arrived, the
+  head must arrive in full within this many seconds (10), as Go's ``ReadHeaderTimeout``;
+  ``http_body_timeout``: once the head has, the body must within this many (60), as the body
+  part of Go's ``ReadTimeout`` (snapshot restores too). Either closes the connection, with no
+  answer, as Go does. Idle HTTP connections close after 75 s (aiohttp's keep-alive).
 """
 
 from __future__ import annotations
@@ -33,6 +38,8 @@ DEFAULT_RPC_MAX_FRAME = 8 << 20
 DEFAULT_MAX_BLOCKING_PER_CLIENT = 256
 DEFAULT_RPC_READ_TIMEOUT = 10.0
 DEFAULT_RPC_IDLE_TIMEOUT = 300.0
+DEFAULT_HTTP_HEADER_TIMEOUT = 10.0
+DEFAULT_HTTP_BODY_TIMEOUT = 60.0
 
 
 class LimitExceeded(Exception):
@@ -50,6 +57,8 @@ class Limits:
     max_blocking_per_client: int = DEFAULT_MAX_BLOCKING_PER_CLIENT
     rpc_read_timeout: float = DEFAULT_RPC_READ_TIMEOUT
     rpc_idle_timeout: float = DEFAULT_RPC_IDLE_TIMEOUT
+    http_header_timeout: float = DEFAULT_HTTP_HEADER_TIMEOUT
+    http_body_timeout: float = DEFAULT_HTTP_BODY_TIMEOUT
 
     def __post_init__(self) -> None:
         for item in fields(self):

@@ -85,6 +85,9 @@ static void exact_cases(void)
         "GET /v1/kv/a HTTP/1.1\r\nBad Name: x\r\n\r\n",
         "GET /v1/kv/a HTTP/1.1\r\nName: a\x01b\r\n\r\n",
         "GET /v1/kv/a HTTP/1.1\nHost: x\r\n\r\n",
+        /* a bare LF is another shape at once, before the head is complete */
+        "GET /v1/kv/a HTTP/1.1\nHost: x\n\n", "GET /v1/kv/a HTTP/1.1\r\nHost: x\n",
+        "\n", "GET /v1/kv/a HTTP/1.1\r\nHost: x\n\r\n",
     };
     for (size_t i = 0; i < sizeof other / sizeof *other; i++)
         CHECK(parse(other[i], &h) == HTTPHEAD_OTHER);
@@ -96,6 +99,28 @@ static void exact_cases(void)
     CHECK(parse_exact(small, strlen(small), blank - 1, &h) == HTTPHEAD_OTHER);
     CHECK(parse_exact(small, blank, blank, &h) == HTTPHEAD_INCOMPLETE);
     CHECK(parse_exact(small, blank, blank - 1, &h) == HTTPHEAD_OTHER);
+}
+
+static size_t depth_of(const char *text, size_t limit)
+{
+    size_t len = strlen(text);
+    uint8_t *copy = malloc(len ? len : 1); /* exactly len bytes: ASan sees any overread */
+    CHECK(copy);
+    memcpy(copy, text, len);
+    size_t depth = httphead_json_depth(copy, len, limit);
+    free(copy);
+    return depth;
+}
+
+static void json_depth_cases(void)
+{
+    CHECK(depth_of("", 64) == 0 && depth_of("1", 64) == 0 && depth_of("[]", 64) == 1);
+    CHECK(depth_of("[{\"a\":[1,{}]},[]]", 64) == 4);
+    CHECK(depth_of("[\"[[[[\\\"[[\"]", 64) == 1); /* brackets in a string are text */
+    CHECK(depth_of("\"\\", 64) == 0 && depth_of("\"abc", 64) == 0); /* unterminated */
+    CHECK(depth_of("]]]}}[", 64) == 1); /* unbalanced: the decoder refuses it after */
+    CHECK(depth_of("[[[[", 2) == 3);    /* stops counting past the limit */
+    CHECK(depth_of("[[[]]]", 3) == 3 && depth_of("[[[]]]", 2) == 3);
 }
 
 static uint64_t rng_state;
@@ -118,8 +143,11 @@ static void check_answer(const uint8_t *buf, size_t len, size_t max_head, int st
 {
     CHECK(status == HTTPHEAD_INCOMPLETE || status == HTTPHEAD_OTHER ||
           status == HTTPHEAD_FAST);
-    if (status == HTTPHEAD_INCOMPLETE)
+    if (status == HTTPHEAD_INCOMPLETE) {
         CHECK(len <= max_head);
+        for (size_t i = 0; i < len; i++) /* a bare LF is never waited on */
+            CHECK(buf[i] != '\n' || (i > 0 && buf[i - 1] == '\r'));
+    }
     if (status != HTTPHEAD_FAST)
         return;
     CHECK(h->body_offset >= 4 && h->body_offset <= len && h->body_offset - 4 <= max_head);
@@ -166,6 +194,7 @@ static void fuzz(double seconds)
         httphead h;
         int status = httphead_parse(copy, len, max_head, &h);
         check_answer(copy, len, max_head, status, &h);
+        CHECK(httphead_json_depth(copy, len, 3) <= len);
         httphead again;
         CHECK(httphead_parse(copy, len, max_head, &again) == status); /* no hidden state */
         free(copy);
@@ -180,6 +209,7 @@ int main(int argc, char **argv)
     double seconds = argc > 1 ? atof(argv[1]) : 2.0;
     rng_state = argc > 2 ? strtoull(argv[2], NULL, 10) : 1;
     exact_cases();
+    json_depth_cases();
     printf("test_httphead: exact cases ok\n");
     fuzz(seconds);
     return 0;
