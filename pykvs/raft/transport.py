@@ -136,9 +136,10 @@ class _Budget:
         self.containers -= 1
         self.items -= len(container)
         if self.containers < 0 or self.items < 0:
-            raise FrameError(f"frame of {self.length} bytes holds more than "
-                             f"{_FREE_CONTAINERS + self.length // 64} maps and arrays or "
-                             f"{_FREE_ITEMS + self.length // 16} items (the decoding limits)")
+            raise FrameTooLarge(f"frame of {self.length} bytes holds more than "
+                                f"{_FREE_CONTAINERS + self.length // 64} maps and arrays or "
+                                f"{_FREE_ITEMS + self.length // 16} items (the decoding "
+                                f"limits)")
         return container
 
 
@@ -155,6 +156,9 @@ def decode_frame(body: bytes) -> Any:
                                list_hook=budget.spend, object_hook=budget.spend)
     except FrameError:
         raise
+    except ValueError as exc:  # msgpack's own: "N exceeds max_array_len(M)"
+        kind = FrameTooLarge if "exceeds max_" in str(exc) else FrameError
+        raise kind(f"frame of {length} bytes is not one msgpack object: {exc}") from None
     except Exception as exc:
         raise FrameError(f"frame of {length} bytes is not one msgpack object: {exc}") from None
 

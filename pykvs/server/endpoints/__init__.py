@@ -56,4 +56,17 @@ class Endpoints:
         for group in (self.acl, self.kvs, self.txn, self.sessions, self.status,
                       self.operator, self.snapshot):
             methods.update(group.table())
-        return {name: acl_errors(endpoint) for name, endpoint in methods.items()}
+        return {name: acl_errors(endpoint, BLOCKING_READS.get(name))
+                for name, endpoint in methods.items()}
+
+
+# The blocking queries and the fields each reads beside QueryOptions' (common.QUERY_FIELDS).
+BLOCKING_READS: dict[str, frozenset[str]] = {
+    name: frozenset(fields) for name, fields in (
+        ("KVS.Get", ("Key",)), ("KVS.List", ("Key",)),
+        ("KVS.ListKeys", ("Prefix", "Seperator", "Separator")),
+        ("Session.Get", ("SessionID",)), ("Session.List", ()), ("Session.NodeSessions", ("Node",)),
+        ("ACL.PolicyRead", ("PolicyID", "PolicyName")), ("ACL.PolicyList", ()),
+        ("ACL.TokenRead", ("TokenID", "TokenIDType")), ("ACL.TokenList", ("Policy",)),
+    )
+}

@@ -33,10 +33,22 @@ def raise_if_error(result: Any) -> Any:
     return result
 
 
-def acl_errors(endpoint: Endpoint) -> Endpoint:
-    """ACL refusals travel as their Consul text (the HTTP layer answers them 403)."""
+# What every query reads of its request (QueryOptions, the datacenter, the token).
+QUERY_FIELDS = frozenset({"Datacenter", "Token", "MinQueryIndex", "MaxQueryTime", "AllowStale",
+                          "RequireConsistent"})
+
+
+def acl_errors(endpoint: Endpoint, reads: frozenset[str] | None = None) -> Endpoint:
+    """ACL refusals travel as their Consul text (the HTTP layer answers them 403). For a
+    blocking query (``reads``: the fields it reads beside QUERY_FIELDS), every other field of
+    the request is dropped before it waits, so a request's other decoded fields are not held
+    for the whole wait (the request map is the caller's, made for this call)."""
+    keep = None if reads is None else QUERY_FIELDS | reads
 
     async def checked(args: dict[str, Any]) -> Any:
+        if keep is not None and args.get("MinQueryIndex"):
+            for name in [name for name in args if name not in keep]:
+                del args[name]
         try:
             return await endpoint(args)
         except (PermissionDenied, ACLNotFound) as exc:
