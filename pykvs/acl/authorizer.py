@@ -12,6 +12,7 @@ for what pykvs serves (Consul name in brackets):
                             ``p`` that withholds write
 ``session_read(node)``      [SessionRead] read sessions of a node
 ``session_write(node)``     [SessionWrite] create, renew, destroy sessions of a node
+``agent_read(node)``        [AgentRead] read an agent's own description (/v1/agent/self)
 ``operator_read()``         [OperatorRead] / ``operator_write()`` [OperatorWrite]
 ``acl_read()``              [ACLRead] / ``acl_write()`` [ACLWrite]; ``snapshot()`` [Snapshot]
                             needs ``acl = "write"``, as in Consul (snapshots hold secrets)
@@ -278,7 +279,8 @@ class Authorizer:
     ``bytes`` (``str`` is encoded as UTF-8); node names are ``str``.
     """
 
-    __slots__ = ("_acl", "_keys", "_operator", "_sessions", "accessor_id", "default_allow", "rules")
+    __slots__ = ("_acl", "_agents", "_keys", "_operator", "_sessions", "accessor_id",
+                 "default_allow", "rules")
 
     def __init__(self, rules: Rules, default_allow: bool, accessor_id: str = "") -> None:
         if not isinstance(rules, Rules):
@@ -290,6 +292,7 @@ class Authorizer:
         self._sessions = _compile(
             rules.session_exact, rules.session_prefix, self.default_allow, False
         )
+        self._agents = _compile(rules.agent_exact, rules.agent_prefix, self.default_allow, False)
         default_mask = _ALL if self.default_allow else 0
         self._operator = _MASK[rules.operator] if rules.operator else default_mask
         # The default policy never grants ACL management (Consul's allowAll has no manage).
@@ -346,6 +349,12 @@ class Authorizer:
             _not_node(node)
         return _mask(self._sessions, node) & _W != 0
 
+    def agent_read(self, node: str) -> bool:
+        """Consul's AgentRead: reading the agent named ``node`` (``/v1/agent/self``)."""
+        if node.__class__ is not str:
+            _not_node(node)
+        return _mask(self._agents, node) & _R != 0
+
     # ---------------------------------------------------------------- operator, acl, snapshot
     def operator_read(self) -> bool:
         return self._operator & _R != 0
@@ -395,6 +404,10 @@ class Authorizer:
         if not self.session_write(node):
             raise self._deny("session", _W, node)
 
+    def require_agent_read(self, node: str) -> None:
+        if not self.agent_read(node):
+            raise self._deny("agent", _R, node)
+
     def require_operator_read(self) -> None:
         if not self.operator_read():
             raise self._deny("operator", _R, None)
@@ -418,7 +431,8 @@ class Authorizer:
 
 
 MANAGEMENT_RULES = Rules(
-    key_prefix={"": WRITE}, session_prefix={"": WRITE}, operator=WRITE, acl=WRITE
+    key_prefix={"": WRITE}, session_prefix={"": WRITE}, agent_prefix={"": WRITE}, operator=WRITE,
+    acl=WRITE,
 )
 """What the built-in global-management policy grants, for the resources pykvs serves."""
 

@@ -6,6 +6,7 @@ A policy's ``Rules`` text is HCL (version 1, the dialect Consul accepts) or its 
     key_prefix "foo/" { policy = "write" }      # longest prefix wins
     key "foo/bar/secret" { policy = "deny" }    # an exact rule beats any prefix rule
     session_prefix "" { policy = "write" }      # sessions, by node name
+    agent_prefix "" { policy = "read" }         # agents, by node name (/v1/agent/self)
     operator = "read"
     acl = "write"                               # ACL management (and snapshots)
 
@@ -13,7 +14,7 @@ or ``{"key_prefix": {"": {"policy": "read"}}, "operator": "read"}``.
 
 ``parse_rules(text)`` returns :class:`Rules`; a mistake raises :class:`RulesError`, which names
 the line, the column and the offending token.  Resources Consul knows but pykvs does not serve
-(``node``, ``service``, ``agent``, ``event``, ``query``, ``keyring``, ``mesh``, ...) are accepted
+(``node``, ``service``, ``event``, ``query``, ``keyring``, ``mesh``, ...) are accepted
 and listed in ``Rules.ignored``, so a policy written for Consul still loads; any other resource
 name is an error.
 
@@ -57,14 +58,14 @@ _SEGMENTED = {
     "key_prefix": "key_prefix",
     "session": "session_exact",
     "session_prefix": "session_prefix",
+    "agent": "agent_exact",
+    "agent_prefix": "agent_prefix",
 }
 _SCALAR = ("operator", "acl")
 
 # Consul resources pykvs does not serve: accepted (so Consul policies load), not enforced.
 _IGNORED = frozenset(
     {
-        "agent",
-        "agent_prefix",
         "event",
         "event_prefix",
         "identity",
@@ -119,6 +120,8 @@ class Rules:
     key_prefix: dict[str, str] = field(default_factory=dict)
     session_exact: dict[str, str] = field(default_factory=dict)
     session_prefix: dict[str, str] = field(default_factory=dict)
+    agent_exact: dict[str, str] = field(default_factory=dict)
+    agent_prefix: dict[str, str] = field(default_factory=dict)
     operator: str | None = None
     acl: str | None = None
     ignored: tuple[str, ...] = ()
@@ -129,6 +132,8 @@ class Rules:
             or self.key_prefix
             or self.session_exact
             or self.session_prefix
+            or self.agent_exact
+            or self.agent_prefix
             or self.operator
             or self.acl
         )

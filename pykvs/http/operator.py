@@ -3,7 +3,7 @@
 Status and Operator calls go through the server's RPC endpoints in-process (they forward to the
 leader or another datacenter as Consul's do). ``/v1/agent/self`` answers the fields clients read
 to learn where they are: ``Config.Datacenter``, ``Config.NodeName``, ``Config.Server``,
-``Member`` (name, address, port, tags).
+``Member`` (name, address, port, tags). With ACLs on it needs ``agent:read``, as Consul.
 """
 
 from __future__ import annotations
@@ -93,4 +93,8 @@ def agent_self(server: Any) -> dict[str, Any]:
 
 
 async def agent_self_endpoint(request: web.Request) -> web.StreamResponse:
-    return json_response(agent_self(server_of(request)))
+    """Consul's AgentSelf: the token must read this agent (``agent:read`` on its node name);
+    the answer holds the Raft term and indexes."""
+    server = server_of(request)
+    server.authorize(write_args(request)).require_agent_read(server.config.node_name)
+    return json_response(agent_self(server))

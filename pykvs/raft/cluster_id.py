@@ -68,11 +68,20 @@ class ClusterIdentity:
         self._making = False
 
     def observe(self, core: RaftCore, transport: Transport | None) -> None:
-        """After a Ready, while this server has no id: adopt the committed membership's."""
+        """After a Ready, while this server has no id: adopt the committed membership's, or
+        the newest membership's once a peer's hello named that id (see below)."""
         try:
             cluster_id = core.configuration_at(core.commit_index).cluster_id
         except ValueError:
             return
+        if not cluster_id and transport is not None:
+            # The id a peer names in its hello was committed (a server names one only once
+            # committed, or told by the cluster), so no other can ever be: ours to adopt when
+            # our log carries it. Without this, a server that holds the entry but not yet the
+            # commit could wait forever: its answers name no id, so the leader refuses them.
+            newest = core.configuration.cluster_id
+            if newest in transport.ids_heard:
+                cluster_id = newest
         if not cluster_id:
             return
         self._store.put_fact(FACT, cluster_id)

@@ -171,6 +171,11 @@ class Transport(Protocol):
         """Accept only servers of cluster ``cluster_id`` from now on, and name it."""
         ...
 
+    @property
+    def ids_heard(self) -> set[str]:
+        """Cluster ids named by the hellos accepted while this server had none."""
+        ...
+
     def send(self, peer: str, payload: Any) -> bool:
         """Queue a control frame, never waiting (False: the oldest queued one was dropped);
         raises KeyError for a peer with no address, ValueError for a frame above the limit."""

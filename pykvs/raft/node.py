@@ -246,6 +246,11 @@ class RaftNode:
     def is_leader(self) -> bool:
         return self._role is Role.LEADER
 
+    @property
+    def cluster_id(self) -> str:
+        """The cluster this server belongs to ("" until it knows: cluster_id.py)."""
+        return self._identity.value
+
     def last_contact(self) -> float | None:
         """Seconds since the leader was last heard from: 0.0 on the leader, None when no
         leader has been heard from yet."""

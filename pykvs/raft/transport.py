@@ -48,7 +48,8 @@ Cluster ids
 -----------
 A transport with a ``cluster_id`` accepts only hellos naming that id: a server of another
 cluster, or one naming none, is refused with a log line naming both ids (a transport without
-one, a server whose cluster has no id yet, accepts any). ``set_cluster_id`` adopts one: links
+one, a server whose cluster has no id yet, accepts any, and keeps the ids they name in
+``ids_heard``). ``set_cluster_id`` adopts one: links
 re-dial with the new hello, and inbound connections whose hello named another id are closed. A
 hello naming this server itself is always refused.
 
@@ -370,6 +371,8 @@ class TCPTransport:
         self._retired: set[asyncio.Task[None]] = set()
         self._inbound: set[asyncio.Task[Any]] = set()
         self.cluster_id = cluster_id
+        # Cluster ids named by hellos accepted while this server had none (a few).
+        self.ids_heard: set[str] = set()
         # Raft connections accepted: the hello's cluster id and the writer (to close them).
         self._hellos: dict[asyncio.Task[Any], tuple[str, asyncio.StreamWriter]] = {}
         self._server: asyncio.Server | None = None
@@ -564,6 +567,8 @@ class TCPTransport:
             raise FrameError(f"bad hello {hello!r:.100}")
         if sender == self.local_id:
             raise FrameError(f"a hello naming this server ({sender}) itself")
+        if not self.cluster_id and theirs and len(self.ids_heard) < 16:
+            self.ids_heard.add(theirs)
         if self.cluster_id and theirs != self.cluster_id:
             self.stats_in["foreign"] += 1
             raise FrameError(

@@ -43,6 +43,9 @@ class ServerConfig:
     raft_options: dict[str, Any] = field(default_factory=dict)  # more NodeConfig fields
     acl_enabled: bool = False  # off: every check passes (pykvs.server.acl)
     acl_default_policy: str = "allow"  # for a token's names no rule matches: allow | deny
+    # The token this server presents when it asks a cluster to make it a member (Consul's
+    # acl.tokens.agent): Internal.Join with Add needs operator:write once ACLs are bootstrapped.
+    acl_agent_token: str = ""
     tls: TLSConfig = field(default_factory=TLSConfig)  # plaintext unless a certificate is set
     limits: Limits = field(default_factory=Limits)  # protective limits (server/limits.py)
 

@@ -8,6 +8,20 @@ knowing the members and asks to be made a voter) or ``bootstrap_expect`` servers
 other (then they all start their nodes with the same founding membership). The discovery
 listener hands the port over to the Raft node, so the address in the membership is the one it
 was introduced by.
+
+Who may join (without TLS or ``--encrypt`` a caller cannot prove it is a server)
+-------------------------------------------------------------------------------
+- **Founding** (``bootstrap_expect``): an introduction is heard only from an address in this
+  server's own ``join`` list, or from a server that says it forms a cluster of the same expected
+  size. Either way it is only a *candidate*: it counts towards ``bootstrap_expect`` once this
+  server has itself called it back and it answered as a forming server (naming itself, with the
+  same expected size, or from an address of the ``join`` list). An anonymous call naming an
+  address nobody answers at founds nothing.
+- **A formed cluster**: ``Add`` (make me a voter) needs, once ACLs are bootstrapped, a token with
+  ``operator:write`` (as Consul's raft operations); with ACLs off, or before their bootstrap
+  (when anyone may take the management token anyway), it is allowed as before. The cluster id
+  is in the answer only for a caller that may add itself; a joining server stores it before
+  its node starts (``acl_agent_token`` is the token it presents).
 """
 
 from __future__ import annotations
@@ -18,14 +32,19 @@ import random
 from typing import TYPE_CHECKING, Any, Protocol
 
 from pykvs.netaddr import split_address
+from pykvs.raft.cluster_id import store_cluster_id
 from pykvs.raft.node import NotLeaderError
 from pykvs.server.args import field_bool, field_str
 from pykvs.server.rpc import ConnectionPool, RPCError, RPCServer
 from pykvs.server.seam import NO_LEADER, Endpoint, Retry
 
 if TYPE_CHECKING:
+    from pykvs.acl import Authorizer
     from pykvs.raft.node import RaftNode
+    from pykvs.raft.storage import LMDBStorage
+    from pykvs.server.acl import ServerACL
     from pykvs.server.config import ServerConfig
+    from pykvs.state.store import StateStore
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +56,11 @@ class FormingServer(Protocol):
     pool: ConnectionPool
     address: str
     node: RaftNode | None
+    storage: LMDBStorage | None
+    acl: ServerACL
+    state: StateStore
+
+    def authorize(self, args: dict[str, Any]) -> Authorizer: ...
 
     async def forward(self, method: str, args: dict[str, Any], *,
                       read: bool) -> tuple[bool, Any]: ...
@@ -49,7 +73,9 @@ class Formation:
 
     def __init__(self, server: FormingServer) -> None:
         self.server = server
-        self.known: dict[str, str] = {}  # servers met while waiting for bootstrap_expect
+        self.known: dict[str, str] = {}  # founders met (and checked) for bootstrap_expect
+        self.candidates: dict[str, str] = {}  # introduced, to be called back before counted
+        self.rounds = 0  # rounds of introductions made
         self.discovery: RPCServer | None = None
 
     def discovery_handlers(self, names: list[str], ping: Endpoint) -> dict[str, Endpoint]:
@@ -65,8 +91,9 @@ class Formation:
         return handlers
 
     async def internal_join(self, args: dict[str, Any]) -> dict[str, Any]:
-        """A server introduces itself. Before the cluster forms, remember it (for
-        bootstrap_expect); after, answer the membership, and with ``Add`` make it a voter."""
+        """A server introduces itself. Before the cluster forms, remember it as a candidate
+        founder; after, answer the membership, and with ``Add`` make it a voter (see the
+        module docstring for who may)."""
         server = self.server
         server_id = field_str(args, "ID")
         address = field_str(args, "Address")
@@ -80,15 +107,45 @@ class Formation:
                            f"in {server.config.datacenter!r}: use join_wan across datacenters")
         node = server.node
         if node is None:
-            self.known[server_id] = address
-            return {"Cluster": False, "Servers": {**self.known,
-                                                  server.config.node_name: server.address}}
+            return self._introduced(server_id, address, args.get("BootstrapExpect"))
         if add:
             forwarded, reply = await server.forward("Internal.Join", args, read=False)
             if forwarded:
                 return dict(reply)
+            self._may_add(args, strict=True)
             await self._add_voter(node, server_id, address)
-        return {"Cluster": True, "Servers": node.configuration().all_servers()}
+        reply = {"Cluster": True, "Servers": node.configuration().all_servers()}
+        if node.cluster_id and (add or self._may_add(args, strict=False)):
+            reply["ClusterID"] = node.cluster_id
+        return reply
+
+    def _introduced(self, server_id: str, address: str, expect: Any) -> dict[str, Any]:
+        """An introduction before the cluster forms: a candidate founder (module docstring)."""
+        cfg = self.server.config
+        forming = cfg.bootstrap_expect > 1 and expect == cfg.bootstrap_expect
+        if address not in cfg.join and not forming:
+            raise RPCError(f"Internal.Join: server {server_id} at {address} is not in this "
+                           f"server's join list and does not form a cluster of "
+                           f"{cfg.bootstrap_expect} servers")
+        if server_id not in self.known:
+            self.candidates[server_id] = address
+        return self._discovery_reply()
+
+    def _discovery_reply(self) -> dict[str, Any]:
+        cfg = self.server.config
+        return {"Cluster": False, "ID": cfg.node_name, "BootstrapExpect": cfg.bootstrap_expect,
+                "Servers": {**self.known, cfg.node_name: self.server.address}}
+
+    def _may_add(self, args: dict[str, Any], *, strict: bool) -> bool:
+        """Whether the caller may make a server a member: operator:write once ACLs are
+        bootstrapped (raises PermissionDenied when ``strict``)."""
+        server = self.server
+        if not server.acl.enabled or not server.state.snapshot().acl.bootstrap_index:
+            return True
+        authz = server.authorize(args)
+        if strict:
+            authz.require_operator_write()
+        return authz.operator_write()
 
     async def _add_voter(self, node: RaftNode, server_id: str, address: str) -> None:
         conf = node.configuration()
@@ -109,8 +166,11 @@ class Formation:
         server = self.server
         cfg = server.config
         self.known[cfg.node_name] = server.address
-        introduce = {"ID": cfg.node_name, "Address": server.address,
-                     "Datacenter": cfg.datacenter}
+        introduce: dict[str, Any] = {"ID": cfg.node_name, "Address": server.address,
+                                     "Datacenter": cfg.datacenter,
+                                     "BootstrapExpect": cfg.bootstrap_expect}
+        if cfg.acl_agent_token:
+            introduce["Token"] = cfg.acl_agent_token
         attempt = 0
         while True:
             cluster = await self._introduce(introduce, attempt)
@@ -126,10 +186,14 @@ class Formation:
             attempt += 1
             await asyncio.sleep(cfg.join_retry_interval * (0.5 + random.random()))
 
-    async def _introduce(self, introduce: dict[str, Any], attempt: int) -> dict[str, str] | None:
-        """One round of introductions; the members of a formed cluster, if one answered."""
+    async def _introduce(self, introduce: dict[str, Any], attempt: int) -> dict[str, Any] | None:
+        """One round of introductions, to the join list and the candidates; the answer of a
+        formed cluster, if one answered. A forming server that answers is a founder."""
         server = self.server
-        for target in server.config.join:
+        cfg = server.config
+        self.rounds += 1
+        targets = dict.fromkeys([*cfg.join, *self.candidates.values()])
+        for target in targets:
             if target == server.address:
                 continue
             try:
@@ -137,13 +201,28 @@ class Formation:
                                                introduce, timeout=5.0)
             except (TimeoutError, OSError, ConnectionError, RPCError) as exc:
                 if attempt % 20 == 0:
-                    log.info("%s: join %s: %s (retrying)", server.config.node_name, target, exc)
+                    log.info("%s: join %s: %s (retrying)", cfg.node_name, target, exc)
                 continue
             servers = {str(k): str(v) for k, v in reply["Servers"].items()}
             if reply["Cluster"]:
-                return servers
-            self.known.update(servers)
+                return {**reply, "Servers": servers}
+            self._met(target, reply, servers)
         return None
+
+    def _met(self, target: str, reply: dict[str, Any], servers: dict[str, str]) -> None:
+        """A forming server answered our introduction at ``target``: a founder if it is one we
+        were told to join or forms a cluster of our size; the others it knows are candidates."""
+        cfg = self.server.config
+        their_id = str(reply.get("ID") or "")
+        if their_id and (target in cfg.join or reply.get("BootstrapExpect") ==
+                         cfg.bootstrap_expect):
+            self.known[their_id] = servers.get(their_id, target)
+            self.candidates.pop(their_id, None)
+        elif not their_id and target in cfg.join:  # a server from before this check
+            self.known.update(servers)
+        for sid, address in servers.items():
+            if sid not in self.known:
+                self.candidates[sid] = address
 
     async def _hand_over_port(self, *, bootstrap: bool, peers: dict[str, str]) -> None:
         assert self.discovery is not None
@@ -152,17 +231,24 @@ class Formation:
         self.discovery = None
         await self.server.start_node(port, bootstrap=bootstrap, peers=peers)
 
-    async def _join_cluster(self, servers: dict[str, str]) -> None:
-        """Start the node knowing the members' addresses, then ask to be made a voter (unless
-        the membership already has us: a founder of a bootstrap_expect cluster)."""
+    async def _join_cluster(self, cluster: dict[str, Any]) -> None:
+        """Start the node knowing the members' addresses (and the cluster id, when the cluster
+        told it), then ask to be made a voter (unless the membership already has us: a founder
+        of a bootstrap_expect cluster)."""
         server = self.server
         cfg = server.config
+        servers: dict[str, str] = cluster["Servers"]
         log.info("%s: joining the cluster of %s", cfg.node_name, sorted(servers))
+        cluster_id = cluster.get("ClusterID")
+        if isinstance(cluster_id, str) and cluster_id and server.storage is not None:
+            store_cluster_id(server.storage.log, cluster_id)
         await self._hand_over_port(bootstrap=False, peers=servers)
         if servers.get(cfg.node_name) == server.address:
             return
         args = {"ID": cfg.node_name, "Address": server.address, "Datacenter": cfg.datacenter,
                 "Add": True}
+        if cfg.acl_agent_token:
+            args["Token"] = cfg.acl_agent_token
         targets = [a for a in servers.values() if a != server.address]
         attempt = 0
         while True:

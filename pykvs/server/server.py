@@ -162,7 +162,8 @@ class Server:
         assert self.storage is not None
         node_config = NodeConfig(
             cfg.node_name, tick_interval=cfg.tick_interval, election_tick=cfg.election_tick,
-            snapshot_threshold=cfg.snapshot_threshold, **cfg.raft_options,
+            snapshot_threshold=cfg.snapshot_threshold,
+            **{"make_cluster_id": True, **cfg.raft_options},
         )
         node = RaftNode(
             node_config, self.storage.log, self.storage.snapshots, self.fsm,
