@@ -42,7 +42,10 @@ class HTTPClient:
 
     def request(self, method: str, path: str, params: Sequence[tuple[str, str]] = (),
                 body: bytes | None = None, *, read: bool = False,
-                progress: Progress | None = None) -> tuple[int, dict[str, str], bytes]:
+                progress: Progress | None = None,
+                answers: tuple[int, ...] = ()) -> tuple[int, dict[str, str], bytes]:
+        """``(status, headers, body)``; a status other than 2xx raises CommandError, except a
+        GET's empty 404 and the statuses in ``answers``."""
         url = self._url(method, path, params, read)
         if not self.token.isascii() or not self.token.isprintable():
             raise CommandError(f"invalid ACL token {self.token!r}: not printable ASCII")
@@ -56,7 +59,10 @@ class HTTPClient:
             with urllib.request.urlopen(req) as resp:
                 return resp.status, dict(resp.headers), _read_all(resp, progress)
         except urllib.error.HTTPError as exc:
-            text = exc.read().decode("utf-8", errors="replace")
+            data = exc.read()
+            if exc.code in answers:
+                return exc.code, dict(exc.headers), data
+            text = data.decode("utf-8", errors="replace")
             if exc.code == 404 and method == "GET" and not text:
                 return 404, dict(exc.headers), b""
             raise CommandError(f"Unexpected response code: {exc.code} ({text.strip()})") from None
