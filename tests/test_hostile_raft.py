@@ -370,6 +370,37 @@ def test_the_cluster_id_survives_restarts_and_old_data_directories_get_one(
     run(scenario(), limit=90)
 
 
+def test_a_server_down_while_the_cluster_id_was_made_catches_up_and_adopts_it(
+        tmp_path: Path) -> None:
+    """Its hellos name no id, which the others refuse once they have one: it names the id its
+    leader's hello names until its log proves it, so it is heard, catches up, and adopts it."""
+
+    async def scenario() -> None:
+        cluster = Cluster(tmp_path)
+        try:
+            servers = await cluster.found(3, raft_options={"make_cluster_id": False})
+            await settled(servers)
+        finally:
+            await cluster.close()
+        cluster = Cluster(tmp_path)
+        try:
+            s1, s2 = await cluster.start("s1"), await cluster.start("s2")
+            await until(lambda: s1.node and s1.node.cluster_id and s2.node and
+                        s2.node.cluster_id, "s1 and s2 to make and adopt a cluster id")
+            client = await cluster.client(s1)
+            for i in range(5):
+                assert await client.put(f"while-s3-was-down/{i}", b"v")
+            s3 = await cluster.start("s3")
+            await until(lambda: s3.node and s3.node.cluster_id == s1.require_node().cluster_id,
+                        "s3 to adopt the cluster id")
+            await settled([s1, s2, s3])
+            assert s3.state.kv_get(b"while-s3-was-down/4")[1] is not None
+        finally:
+            await cluster.close()
+
+    run(scenario(), limit=90)
+
+
 def cluster_has_leader(servers: list[Server]) -> bool:
     return all(s.leader_address() for s in servers)
 

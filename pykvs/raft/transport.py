@@ -48,8 +48,9 @@ Cluster ids
 -----------
 A transport with a ``cluster_id`` accepts only hellos naming that id: a server of another
 cluster, or one naming none, is refused with a log line naming both ids (a transport without
-one, a server whose cluster has no id yet, accepts any, and keeps the ids they name in
-``ids_heard``). ``set_cluster_id`` adopts one: links
+one, a server whose cluster has no id yet, accepts any, keeps the ids they name in
+``ids_heard``, and names in its own hellos the one a known peer named last, so that servers
+which have an id hear it while it catches up). ``set_cluster_id`` adopts one: links
 re-dial with the new hello, and inbound connections whose hello named another id are closed. A
 hello naming this server itself is always refused.
 
@@ -82,6 +83,16 @@ import msgpack
 from pykvs._aio import wait_for
 from pykvs._pack import packb
 from pykvs.netaddr import split_address
+from pykvs.raft.hello import (
+    BULK,
+    CONTROL,
+    HELLO_MAGIC,
+    LANES,
+    PROTOCOL_VERSION,  # noqa: F401  (re-exported: the wire format is documented here)
+    FrameError,
+    make_hello,
+    read_hello,
+)
 
 log = logging.getLogger(__name__)
 
@@ -89,18 +100,9 @@ Handler = Callable[[str, Any], Awaitable[None] | None]
 OtherConnectionHandler = Callable[[Any, asyncio.StreamReader, asyncio.StreamWriter],
                                   Awaitable[None]]
 
-HELLO_MAGIC = "pykvs-raft"
-PROTOCOL_VERSION = 2  # the hello with a cluster id; 1: the hello before cluster ids
-_HELLO_V1 = 1
-CONTROL = "control"
-BULK = "bulk"
-_LANES = (CONTROL, BULK)
+_LANES = LANES
 # Frames written to the socket per drain, so one drain's worth of memory stays bounded.
 _MAX_WRITE_BATCH_BYTES = 1 << 20
-
-
-class FrameError(Exception):
-    """A frame (or the hello) broke the wire format; its connection is closed."""
 
 
 class FrameTooLarge(FrameError):
@@ -273,10 +275,7 @@ class _Link:
 
     async def _pump(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         t = self.transport
-        if t.cluster_id:
-            hello = _pack((HELLO_MAGIC, PROTOCOL_VERSION, t.local_id, self.lane, t.cluster_id))
-        else:
-            hello = _pack((HELLO_MAGIC, _HELLO_V1, t.local_id, self.lane))
+        hello = _pack(make_hello(t.local_id, self.lane, t.cluster_id or t.tentative_id))
         writer.writelines((len(hello).to_bytes(4, "big"), hello))
         await wait_for(writer.drain(), t.write_timeout)
         self.eof = False
@@ -373,6 +372,9 @@ class TCPTransport:
         self.cluster_id = cluster_id
         # Cluster ids named by hellos accepted while this server had none (a few).
         self.ids_heard: set[str] = set()
+        # ... the one our own hellos name meanwhile (the last a known peer named): a server
+        # that has none yet must still be heard by servers that have one, to catch up.
+        self.tentative_id = ""
         # Raft connections accepted: the hello's cluster id and the writer (to close them).
         self._hellos: dict[asyncio.Task[Any], tuple[str, asyncio.StreamWriter]] = {}
         self._server: asyncio.Server | None = None
@@ -427,6 +429,11 @@ class TCPTransport:
             if peers.get(link.peer) != self.peers.get(link.peer):
                 self._retire(key, link)
         self.peers = {p: a for p, a in peers.items() if p != self.local_id}
+
+    def _redial(self) -> None:
+        """Every link starts over (with a new hello)."""
+        for key, link in list(self._links.items()):
+            self._retire(key, link)
 
     def _retire(self, key: tuple[str, str], link: _Link) -> None:
         del self._links[key]
@@ -509,8 +516,8 @@ class TCPTransport:
             if self.on_other_connection is not None and not _is_hello(hello):
                 await self.on_other_connection(hello, reader, writer)
                 return
-            sender = self._check_hello(hello, remote)
-            self._hellos[task] = (hello[4] if len(hello) == 5 else "", writer)
+            sender, theirs = self._check_hello(hello, remote)
+            self._hellos[task] = (theirs, writer)
             while True:
                 payload = await read_frame(reader, self.max_frame)
                 self.stats_in["frames"] += 1
@@ -553,28 +560,22 @@ class TCPTransport:
                 self._inbound.discard(task)
                 self._hellos.pop(task, None)
 
-    def _check_hello(self, hello: Any, remote: Any) -> str:
-        if (not isinstance(hello, list) or len(hello) not in (4, 5) or hello[0] != HELLO_MAGIC
-                or not isinstance(hello[2], str) or not hello[2] or hello[3] not in _LANES):
-            raise FrameError(f"bad hello {hello!r:.100}")
-        version = hello[1]
-        if version not in (_HELLO_V1, PROTOCOL_VERSION) or len(hello) != 3 + version:
-            raise FrameError(f"protocol version {version!r} in a hello of {len(hello)} fields "
-                             f"(this server speaks {PROTOCOL_VERSION})")
-        sender: str = hello[2]
-        theirs = hello[4] if version == PROTOCOL_VERSION else ""
-        if not isinstance(theirs, str):
-            raise FrameError(f"bad hello {hello!r:.100}")
+    def _check_hello(self, hello: Any, remote: Any) -> tuple[str, str]:
+        sender, theirs = read_hello(hello)
         if sender == self.local_id:
             raise FrameError(f"a hello naming this server ({sender}) itself")
-        if not self.cluster_id and theirs and len(self.ids_heard) < 16:
-            self.ids_heard.add(theirs)
+        if not self.cluster_id and theirs:
+            if len(self.ids_heard) < 16:
+                self.ids_heard.add(theirs)
+            if theirs != self.tentative_id and sender in self.peers:
+                self.tentative_id = theirs
+                self._redial()
         if self.cluster_id and theirs != self.cluster_id:
             self.stats_in["foreign"] += 1
             raise FrameError(
                 f"refused: server {sender!r} at {remote} belongs to cluster "
                 f"{theirs or '(none named)'}, this server to cluster {self.cluster_id}")
-        return sender
+        return sender, theirs
 
     def set_cluster_id(self, cluster_id: str) -> None:
         """Adopt ``cluster_id``: links re-dial with it in their hello, and Raft connections
@@ -582,8 +583,8 @@ class TCPTransport:
         if cluster_id == self.cluster_id:
             return
         self.cluster_id = cluster_id
-        for key, link in list(self._links.items()):
-            self._retire(key, link)
+        if cluster_id != self.tentative_id:
+            self._redial()
         for theirs, writer in list(self._hellos.values()):
             if theirs != cluster_id:
                 writer.close()
