@@ -115,12 +115,12 @@ def _pack(obj: Any) -> bytes:
 
 # Bounded decoding. A msgpack byte can become a 64-byte Python object (an empty map), so a frame
 # is decoded under limits derived from its size: a frame of at most FREE_DECODE bytes is decoded
-# as is (at most that many objects, a few hundred KiB); a larger one may hold at most
-# 1,024 + length / 64 maps and arrays with 4,096 + length / 16 items in all, counted as they are
-# decoded (hooks: small frames, the hot path, pay nothing), and no single map or array longer.
+# as is (~2 MiB of objects at worst; a Raft append of a few hundred small entries pays nothing);
+# a larger one may hold at most 1,024 + length / 64 maps and arrays with 4,096 + length / 16
+# items in all, counted by hooks as they decode (~0.15 us each), and no map or array longer.
 # Decoding stops at the first container over a limit. Valid traffic stays far below: a Raft
 # append carries at most 256 entries (about 1,000 items), a transaction 128 operations.
-FREE_DECODE = 1 << 12
+FREE_DECODE = 32 << 10
 _FREE_CONTAINERS = 1 << 10
 _FREE_ITEMS = 1 << 12
 
