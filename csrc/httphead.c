@@ -252,21 +252,24 @@ int httphead_parse(const uint8_t *buf, size_t len, size_t max_head, httphead *ou
     return HTTPHEAD_FAST;
 }
 
-size_t httphead_json_depth(const uint8_t *buf, size_t len, size_t limit)
+void httphead_json_scan(const uint8_t *buf, size_t len, size_t max_depth, httphead_json *out)
 {
-    size_t depth = 0, deepest = 0;
+    size_t depth = 0;
+    *out = (httphead_json){0, 0, 0};
     for (size_t i = 0; i < len; i++) {
         uint8_t c = buf[i];
-        if (c == '"') { /* skip the string: its brackets are text */
+        if (c == '"') { /* skip the string: its brackets and commas are text */
             for (i++; i < len && buf[i] != '"'; i++)
                 if (buf[i] == '\\')
                     i++;
         } else if (c == '[' || c == '{') {
-            if (++depth > deepest && (deepest = depth) > limit)
-                return deepest;
+            out->containers++;
+            if (++depth > out->depth && (out->depth = depth) > max_depth)
+                return;
         } else if ((c == ']' || c == '}') && depth) {
             depth--;
+        } else if (c == ',') {
+            out->commas++;
         }
     }
-    return deepest;
 }

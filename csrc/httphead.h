@@ -22,9 +22,9 @@
  * A head with an LF not preceded by CR before its blank line is another shape at once, before
  * it is complete (aiohttp answers it 400 at once; the front must not wait for more bytes).
  *
- * httphead_json_depth is the HTTP API's bound on JSON bodies, checked before a decoder that
- * recurses sees them: the deepest nesting of arrays and objects in buf (brackets inside
- * strings are text), counting stops past limit.
+ * httphead_json_scan is the HTTP API's bound on JSON bodies, checked before a decoder that
+ * recurses and allocates sees them: how deep arrays and objects nest, how many there are and
+ * how many values they hold (brackets and commas inside strings are text).
  */
 #ifndef PYKVS_HTTPHEAD_H
 #define PYKVS_HTTPHEAD_H
@@ -61,9 +61,16 @@ typedef struct httphead {
 /* Returns an enum httphead_status; *out is written only for HTTPHEAD_FAST. */
 int httphead_parse(const uint8_t *buf, size_t len, size_t max_head, httphead *out);
 
-/* The deepest nesting in buf[0 .. len) (limit + 1 when deeper than limit). The brackets need
- * not balance nor the JSON be valid: the decoder judges the grammar after. */
-size_t httphead_json_depth(const uint8_t *buf, size_t len, size_t limit);
+/* What httphead_json_scan counts in buf[0 .. len), outside strings. The brackets need not
+ * balance nor the JSON be valid: the decoder judges the grammar after. */
+typedef struct httphead_json {
+    size_t depth;      /* the deepest nesting of arrays and objects (max_depth + 1 at most:
+                          the scan stops there) */
+    size_t containers; /* arrays and objects */
+    size_t commas;     /* commas: every value but the first of each array or object */
+} httphead_json;
+
+void httphead_json_scan(const uint8_t *buf, size_t len, size_t max_depth, httphead_json *out);
 
 #ifdef Py_PYTHON_H /* in the cffi extension module only: see httphead_py.h */
 #include "httphead_py.h"

@@ -16,7 +16,7 @@ from collections.abc import Callable
 
 from pykvs._cradix import ffi, lib
 
-__all__ = ["Head", "json_depth", "parse_head"]
+__all__ = ["Head", "json_shape", "parse_head"]
 
 # (method, key, query or None, content_length, token or None, authorization or None, close,
 #  body_offset): see csrc/httphead_py.h.
@@ -33,7 +33,11 @@ incomplete (and within ``max_head`` bytes), False when it is not of a fast shape
 :data:`Head`."""
 
 
-def json_depth(data: bytes, limit: int) -> int:
-    """The deepest nesting of JSON arrays and objects in ``data`` (brackets inside strings
-    are text; counting stops at ``limit + 1``), before a decoder that recurses sees it."""
-    return int(lib.httphead_json_depth(ffi.from_buffer(data), len(data), limit))
+def json_shape(data: bytes, max_depth: int) -> tuple[int, int, int]:
+    """``(depth, containers, commas)`` of the JSON text ``data``: how deep its arrays and
+    objects nest (counting stops at ``max_depth + 1``), how many there are, and how many
+    commas separate values (brackets and commas inside strings are text). One C pass, before
+    a decoder that recurses and allocates sees the bytes."""
+    shape = ffi.new("httphead_json *")
+    lib.httphead_json_scan(ffi.from_buffer(data), len(data), max_depth, shape)
+    return int(shape.depth), int(shape.containers), int(shape.commas)

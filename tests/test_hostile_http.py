@@ -19,12 +19,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import time
+import tracemalloc
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from test_front_door_fuzz import Served, http_exchange
 from test_http_front import Conn, normalized, request, with_server
 from test_server_cluster import until
 
@@ -399,3 +405,125 @@ def test_the_deadlines_are_agent_flags() -> None:
     assert (limits.http_header_timeout, limits.http_body_timeout) == (2.0, 90.0)
     with pytest.raises(ValueError, match="http_body_timeout must be a positive number"):
         Limits(http_body_timeout=0)
+
+
+# ------------------------------------------------------------ random JSON, bounded memory
+JSON_ENDPOINTS = ["/v1/txn", "/v1/session/create", "/v1/acl/policy", "/v1/acl/token"]
+FIELDS = ["KV", "Verb", "Key", "Value", "Flags", "Index", "Session", "Name", "Node",
+          "LockDelay", "Behavior", "TTL", "Checks", "NodeChecks", "Rules", "Description",
+          "Policies", "ID", "AccessorID", "SecretID", "Datacenters", "Local"]
+_SCALARS = (st.none() | st.booleans() | st.integers(-(2**70), 2**70)
+            | st.floats(allow_nan=True, allow_infinity=True) | st.text(max_size=12)
+            | st.sampled_from(["set", "get", "cas", "lock", "delete-tree", "dg==", "10s",
+                               "delete", "release", "serfHealth", 'key "x" { policy = "read" }']))
+_JSON = st.recursive(
+    _SCALARS,
+    lambda inner: st.lists(inner, max_size=5)
+    | st.dictionaries(st.sampled_from(FIELDS) | st.text(max_size=6), inner, max_size=5),
+    max_leaves=25)
+
+
+@st.composite
+def hostile_json(draw: st.DrawFn) -> bytes:
+    """A body for a JSON endpoint: random JSON (NaN and Infinity included), shaped like a
+    transaction, nested thousands deep, with a number thousands of digits long, cut short,
+    or not JSON at all."""
+    value = draw(_JSON)
+    text = json.dumps(value)  # NaN, Infinity and -Infinity as Python writes them
+    kind = draw(st.integers(0, 5))
+    if kind == 1:
+        text = json.dumps([{"KV": value}]) if draw(st.booleans()) else json.dumps([value])
+    elif kind == 2:
+        depth = draw(st.integers(1, 5000))
+        text = draw(st.sampled_from(["[", '{"KV":'])) * depth + text + (
+            "]" * depth if text.startswith("[") or draw(st.booleans()) else "}" * depth)
+    elif kind == 3:
+        digits = draw(st.sampled_from(["9", "1", "-1", "1e", "0.", "-0.0e-"]))
+        number = digits + "9" * draw(st.integers(0, 6000))
+        name = draw(st.sampled_from(["Flags", "Index", "LockDelay", "Local", "Name"]))
+        text = json.dumps([{"KV": {"Verb": "set", "Key": "k", name: 0}}]).replace(
+            f'"{name}": 0', f'"{name}": {number}')
+    elif kind == 4:
+        text = text[:draw(st.integers(0, len(text)))]
+    elif kind == 5:
+        return draw(st.binary(max_size=64))
+    return text.encode()
+
+
+class Memory:
+    """tracemalloc around one request: the peak above what was traced before it."""
+
+    def __enter__(self) -> Memory:
+        tracemalloc.reset_peak()
+        self.before = tracemalloc.get_traced_memory()[0]
+        self.peak = 0
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.peak = tracemalloc.get_traced_memory()[1] - self.before
+
+
+AMPLIFICATION = 8  # decoded memory per byte of body, at most (and a fixed allowance below)
+ALLOWANCE = 1 << 20  # the JSON allowance (1,024 containers, 4,096 values) and the request
+
+
+@pytest.fixture(scope="module")
+def json_served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    target = Served(tmp_path_factory.mktemp("hostile-json"))
+    tracemalloc.start()
+    try:
+        yield target
+    finally:
+        tracemalloc.stop()
+        target.close()
+
+
+@settings(max_examples=150, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow,
+                                 HealthCheck.data_too_large])
+@given(path=st.sampled_from(JSON_ENDPOINTS), body=hostile_json())
+def test_random_json_gets_2xx_or_4xx_in_bounded_memory(json_served: Served, path: str,
+                                                       body: bytes) -> None:
+    assert json_served.api is not None
+    with Memory() as memory:
+        status, _, text = http_exchange(json_served.api.address,
+                                        request("PUT", path, body, "Connection: close\r\n"))
+    assert 200 <= status < 500, (status, text[:300])
+    assert b"internal error" not in text and b"Traceback" not in text
+    assert memory.peak <= AMPLIFICATION * len(body) + ALLOWANCE, (memory.peak, len(body))
+
+
+# Bodies made to decode into as much as they can: small values, many containers, long keys.
+N = 100_000
+AMPLIFIERS: list[tuple[str, bytes]] = [
+    ("empty arrays", b"[" + b",".join([b"[]"] * N) + b"]"),
+    ("empty objects", b"[" + b",".join([b"{}"] * N) + b"]"),
+    ("small ints", b"[" + b",".join([b"0"] * N) + b"]"),
+    ("two-letter strings", b"[" + b",".join([b'"ab"'] * N) + b"]"),
+    ("distinct keys", b"{" + b",".join(b'"%d":0' % i for i in range(N)) + b"}"),
+    ("allowed strings", b"[" + b",".join([b'"abcdefghijklmnopqrstuvwxyz01"'] * 30_000) + b"]"),
+    ("allowed keys", b"{" + b",".join(b'"%027d":0' % i for i in range(30_000)) + b"}"),
+    ("the fixed allowance", b"[" + b",".join([b"{}"] * 1023 + [b'"%d"' % i for i in range(3000)])
+     + b"]"),
+]
+
+
+@pytest.mark.parametrize("path", ["/v1/acl/policy", "/v1/session/create"])
+def test_decoded_memory_is_a_small_multiple_of_the_body(tmp_path: Path, path: str) -> None:
+    """Python's objects cost 22 to 25 times the bytes of ``[[],[],...]``: bodies of small
+    values are refused before decoding (too many values for their size), and what may be
+    decoded stays under AMPLIFICATION times the body (measured: at most 6.1 for long keys)."""
+
+    async def scenario(server: Server, fast: pykvs_http.HTTPServer,
+                       plain: pykvs_http.HTTPServer) -> None:
+        tracemalloc.start()
+        try:
+            for name, body in AMPLIFIERS:
+                with Memory() as memory:
+                    reply = await exchange(fast, request("PUT", path, body), timeout=30)
+                assert status_and_body(reply)[0] < 500, (name, reply[:300])
+                assert memory.peak <= AMPLIFICATION * len(body) + ALLOWANCE, (name, memory.peak)
+        finally:
+            tracemalloc.stop()
+
+    with_server(tmp_path, scenario)

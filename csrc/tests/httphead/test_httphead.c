@@ -101,18 +101,24 @@ static void exact_cases(void)
     CHECK(parse_exact(small, blank, blank - 1, &h) == HTTPHEAD_OTHER);
 }
 
-static size_t depth_of(const char *text, size_t limit)
+static httphead_json scan_of(const char *text, size_t max_depth)
 {
     size_t len = strlen(text);
     uint8_t *copy = malloc(len ? len : 1); /* exactly len bytes: ASan sees any overread */
     CHECK(copy);
     memcpy(copy, text, len);
-    size_t depth = httphead_json_depth(copy, len, limit);
+    httphead_json shape;
+    httphead_json_scan(copy, len, max_depth, &shape);
     free(copy);
-    return depth;
+    return shape;
 }
 
-static void json_depth_cases(void)
+static size_t depth_of(const char *text, size_t max_depth)
+{
+    return scan_of(text, max_depth).depth;
+}
+
+static void json_scan_cases(void)
 {
     CHECK(depth_of("", 64) == 0 && depth_of("1", 64) == 0 && depth_of("[]", 64) == 1);
     CHECK(depth_of("[{\"a\":[1,{}]},[]]", 64) == 4);
@@ -121,6 +127,8 @@ static void json_depth_cases(void)
     CHECK(depth_of("]]]}}[", 64) == 1); /* unbalanced: the decoder refuses it after */
     CHECK(depth_of("[[[[", 2) == 3);    /* stops counting past the limit */
     CHECK(depth_of("[[[]]]", 3) == 3 && depth_of("[[[]]]", 2) == 3);
+    httphead_json shape = scan_of("{\"a,b\":[1,2,{}],\"c\":[]}", 64);
+    CHECK(shape.containers == 4 && shape.commas == 3 && shape.depth == 3);
 }
 
 static uint64_t rng_state;
@@ -194,7 +202,9 @@ static void fuzz(double seconds)
         httphead h;
         int status = httphead_parse(copy, len, max_head, &h);
         check_answer(copy, len, max_head, status, &h);
-        CHECK(httphead_json_depth(copy, len, 3) <= len);
+        httphead_json shape;
+        httphead_json_scan(copy, len, 3, &shape);
+        CHECK(shape.depth <= 4 && shape.containers <= len && shape.commas <= len);
         httphead again;
         CHECK(httphead_parse(copy, len, max_head, &again) == status); /* no hidden state */
         free(copy);
@@ -209,7 +219,7 @@ int main(int argc, char **argv)
     double seconds = argc > 1 ? atof(argv[1]) : 2.0;
     rng_state = argc > 2 ? strtoull(argv[2], NULL, 10) : 1;
     exact_cases();
-    json_depth_cases();
+    json_scan_cases();
     printf("test_httphead: exact cases ok\n");
     fuzz(seconds);
     return 0;
