@@ -22,7 +22,7 @@ import itertools
 import os
 import tracemalloc
 import uuid
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -118,6 +118,14 @@ class Raw:
         self.writer.close()
         with contextlib.suppress(OSError):
             await self.writer.wait_closed()
+
+
+async def until(check: Callable[[], bool], what: str, timeout: float = 10) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not check():
+        assert loop.time() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.01)
 
 
 def last_index(server: Server) -> int:
@@ -239,10 +247,13 @@ def test_a_blocking_query_keeps_only_what_it_reads(tmp_path: Path) -> None:
             with traced() as peak:
                 base = tracemalloc.get_traced_memory()[0]
                 raw.send_body(body)
-                await asyncio.sleep(0.3)  # decoded, waiting
-                held = tracemalloc.get_traced_memory()[0] - base
-                assert peak() > 100_000  # it was decoded...
-            assert held < 50_000, held  # ...and the junk is not held while the query waits
+                # Decoded (the peak saw the junk), then waiting with the junk released; the
+                # query's own reply has not come (it waits for a write).
+                await until(lambda: peak() > 100_000, "the request decoded")
+                await until(lambda: server.blocking_rpc.counts.get("127.0.0.1") == 1,
+                            "the query waiting")
+                await until(lambda: tracemalloc.get_traced_memory()[0] - base < 50_000,
+                            "the junk released while the query waits")
             writer = await Raw.open(server)
             assert (await writer.call("KVS.Apply", {"Op": "set", "DirEnt": {
                 "Key": "w/x", "Value": b"1"}}))[0] is None
@@ -444,15 +455,14 @@ def test_an_idle_connection_is_closed(tmp_path: Path) -> None:
             error = await raw.closed_with(5)
             assert error is not None and "idle for 0.3s" in error, error
             await raw.close()
-            # A blocking query in flight is not idle: answered at its own end.
+            # A blocking query in flight (1 s, past the index) is not idle: it is answered.
             raw = await Raw.open(server)
-            error, reply = await raw.call("KVS.Get", {"Key": "nothing"})
-            assert error is None
             raw.send_body(msgpack.packb([5, "KVS.Get", {
-                "Key": "nothing", "MinQueryIndex": reply["Index"],
-                "MaxQueryTime": 10**9}]))
+                "Key": "nothing", "MinQueryIndex": 1 << 40, "MaxQueryTime": 10**9}]))
             reply = await raw.frame(10)
             assert reply[0] == 5 and reply[1] is None
+            error = await raw.closed_with(5)  # then idle
+            assert error is not None and "idle" in error
             await raw.close()
 
     run(main())
