@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from pykvs.netaddr import split_address
+from pykvs.raft.auth import parse_key
 from pykvs.raft.storage import StorageError
 from pykvs.server.limits import Limits
 from pykvs.server.server import Server, ServerConfig
@@ -82,6 +83,8 @@ class AgentConfig:
     acl_enabled: bool = False
     acl_default_policy: str = "allow"
     event_loop: str = "auto"  # one of EVENT_LOOPS
+    acl_agent_token: str = ""  # presented to join a cluster whose ACLs are bootstrapped
+    encrypt: str = ""  # --encrypt KEY (base64 of 32 bytes): pykvs.raft.auth
 
     def server_config(self, data_dir: str) -> ServerConfig:
         return ServerConfig(
@@ -100,6 +103,8 @@ class AgentConfig:
             limits=self.limits,
             acl_enabled=self.acl_enabled,
             acl_default_policy=self.acl_default_policy,
+            acl_agent_token=self.acl_agent_token,
+            encrypt_key=parse_key(self.encrypt) if self.encrypt else b"",
         )
 
 

@@ -24,10 +24,12 @@ from test_server_cluster import FAST, Cluster, run, until
 import pykvs
 from pykvs import fsm, http
 from pykvs.fsm import FSM
+from pykvs.raft import auth
 from pykvs.raft.core import encode_configuration
 from pykvs.raft.messages import Message, MessageKind
 from pykvs.raft.node import NodeConfig, RaftNode
 from pykvs.raft.storage import LMDBStorage
+from pykvs.raft.transport import read_frame
 from pykvs.raft.types import Configuration, Entry, EntryType, HardState
 from pykvs.server.rpc import RPCError
 from pykvs.server.server import Server
@@ -422,3 +424,62 @@ def test_a_server_of_another_cluster_cannot_join_by_raft(tmp_path: Path,
             assert any(ida in r.getMessage() and idb in r.getMessage() for r in caplog.records)
 
     run(scenario())
+
+
+# --------------------------------------------------------------- --encrypt
+def test_keygen_prints_a_key_encrypt_accepts(capsys: pytest.CaptureFixture[str]) -> None:
+    from pykvs.cli import main
+
+    assert main(["keygen"]) == 0
+    key = capsys.readouterr().out.strip()
+    assert len(auth.parse_key(key)) == 32
+    for bad in ("not base64!", "c2hvcnQ=", ""):
+        with pytest.raises(ValueError, match="encrypt key"):
+            auth.parse_key(bad)
+
+
+@pytest.mark.parametrize("n", [1, 3])
+def test_with_encrypt_only_servers_holding_the_key_speak_raft_or_join(
+        tmp_path: Path, n: int, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, logger="pykvs.raft.transport")
+    key, other = auth.parse_key(auth.new_key()), auth.parse_key(auth.new_key())
+
+    async def scenario() -> None:
+        async with cluster_of(tmp_path) as cluster:
+            servers = await formed(n, cluster, encrypt_key=key)
+            cluster_id = servers[0].require_node().cluster_id
+            before = picture(servers)
+            for target in servers:
+                # The stolen cluster id is not enough: the hello comes before any proof.
+                raw = await RawRaft.open(target.address, "rogue", cluster_id)
+                await raw.send(*forged(target, "rogue"))
+                assert await raw.closed_by_server()
+                raw.close()
+                # Nor is a proof made with another key.
+                reader, writer = await asyncio.open_connection(*split(target.address))
+                with pytest.raises(auth.AuthError, match="did not prove"):
+                    await auth.prove(lambda size, r=reader: read_frame(r, size), writer, other,
+                                     5.0)
+                writer.close()
+            assert any("without proving the encrypt key" in r.getMessage()
+                       for r in caplog.records)
+            # Internal.Join without the key's proof: refused, even with ACLs off.
+            anon = await cluster.client(servers[0])
+            with pytest.raises(RPCError, match="did not prove the encrypt key"):
+                await anon.call("Internal.Join", ROGUE_JOIN)
+            await still_serving(cluster, servers, before)
+            # Servers that hold the key authenticated their Raft links.
+            assert all(s.require_node()._messenger.transport.stats()["inbound"]["authenticated"]
+                       for s in servers if n > 1)
+            # A server with another key cannot join.
+            stranger = await cluster.start("s9", join=[servers[0].address], encrypt_key=other)
+            first = servers[0].require_node()
+            await until(lambda: stranger.formation.rounds >= 3, "three join attempts")
+            assert "s9" not in first.configuration().all_servers()
+
+    run(scenario())
+
+
+def split(address: str) -> tuple[str, int]:
+    host, port = address.rsplit(":", 1)
+    return host, int(port)

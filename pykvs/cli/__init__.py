@@ -3,14 +3,14 @@
 does (each a command group, Go-style flags from flags, the HTTP client from http_client, what
 every command shares from command); ``tls`` makes a CA and certificates, as ``consul tls``;
 ``watch`` runs a handler on every change of a key or prefix; ``lock`` runs a command
-holding a lock or a semaphore slot."""
+holding a lock or a semaphore slot; ``keygen`` prints a key for ``agent --encrypt``."""
 
 from __future__ import annotations
 
 import argparse
 from collections.abc import Callable, Sequence
 
-from pykvs.cli import acl, agent_cmd, kv, lock, operator, snapshot, tls, watch
+from pykvs.cli import acl, agent_cmd, keygen, kv, lock, operator, snapshot, tls, watch
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -18,7 +18,7 @@ def build_parser() -> argparse.ArgumentParser:
                                      "modelled on Consul's KV store.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
-    for group in (agent_cmd, kv, operator, snapshot, acl, tls, watch, lock):
+    for group in (agent_cmd, kv, operator, snapshot, acl, tls, watch, lock, keygen):
         group.register(sub)  # each leaf sets ``run(namespace) -> exit code``
     return parser
 

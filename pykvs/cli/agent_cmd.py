@@ -61,6 +61,12 @@ def _arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--acl-default-policy", choices=("allow", "deny"),
                         default=defaults.acl_default_policy,
                         help="what ACLs decide where no rule matches (default: allow)")
+    parser.add_argument("--acl-agent-token", default="", metavar="TOKEN",
+                        help="the token this server presents to join a cluster whose ACLs "
+                             "are bootstrapped (needs operator:write)")
+    parser.add_argument("--encrypt", default="", metavar="KEY",
+                        help="servers prove this key (pykvs keygen) to each other before "
+                             "any Raft or Internal.Join traffic")
     _security_arguments(parser)
 
 
@@ -146,10 +152,11 @@ def run_agent(ns: argparse.Namespace) -> int:
         rpc_hold_timeout=ns.rpc_hold_timeout, max_value_size=ns.max_value_size,
         tls=tls, https_port=ns.https_port, limits=limits,
         acl_enabled=ns.acl_enabled, acl_default_policy=ns.acl_default_policy,
-        event_loop=ns.event_loop,
+        event_loop=ns.event_loop, acl_agent_token=ns.acl_agent_token, encrypt=ns.encrypt,
     )
     try:
         agent.parse_join_wan(config.join_wan)
+        config.server_config(config.data_dir)  # a bad --encrypt key, said before starting
     except ValueError as exc:
         print(f"pykvs agent: {exc}", file=sys.stderr)
         return 2

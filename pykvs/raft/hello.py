@@ -36,3 +36,8 @@ def read_hello(hello: Any) -> tuple[str, str]:
     if not isinstance(theirs, str):
         raise FrameError(f"bad hello {hello!r:.100}")
     return hello[2], theirs
+
+
+def is_hello(frame: Any) -> bool:
+    """Whether a first frame claims to be a Raft hello (then it must be a valid one)."""
+    return isinstance(frame, list) and bool(frame) and frame[0] == HELLO_MAGIC

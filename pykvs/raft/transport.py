@@ -83,13 +83,14 @@ import msgpack
 from pykvs._aio import wait_for
 from pykvs._pack import packb
 from pykvs.netaddr import split_address
+from pykvs.raft.auth import authenticate, prove
 from pykvs.raft.hello import (
     BULK,
     CONTROL,
-    HELLO_MAGIC,
     LANES,
     PROTOCOL_VERSION,  # noqa: F401  (re-exported: the wire format is documented here)
     FrameError,
+    is_hello,
     make_hello,
     read_hello,
 )
@@ -255,7 +256,7 @@ class _Link:
                     self.stats["connects"] += 1
                     try:
                         await self._pump(reader, writer)
-                    except (TimeoutError, OSError, ConnectionError) as exc:
+                    except (TimeoutError, OSError, ConnectionError, FrameError) as exc:
                         log.info("%s: %s connection to %s lost: %r", t.local_id, self.lane,
                                  self.peer, exc)
                     finally:
@@ -275,6 +276,8 @@ class _Link:
 
     async def _pump(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         t = self.transport
+        if t.auth_key:
+            await prove(lambda n: read_frame(reader, n), writer, t.auth_key, t.hello_timeout)
         hello = _pack(make_hello(t.local_id, self.lane, t.cluster_id or t.tentative_id))
         writer.writelines((len(hello).to_bytes(4, "big"), hello))
         await wait_for(writer.drain(), t.write_timeout)
@@ -336,6 +339,7 @@ class TCPTransport:
         max_inbound: int = 0,
         max_first_frame: int = 0,
         cluster_id: str = "",
+        auth_key: bytes = b"",
     ) -> None:
         if not local_id:
             raise ValueError("local_id must be a non-empty server id")
@@ -370,6 +374,7 @@ class TCPTransport:
         self._retired: set[asyncio.Task[None]] = set()
         self._inbound: set[asyncio.Task[Any]] = set()
         self.cluster_id = cluster_id
+        self.auth_key = auth_key  # --encrypt: peers prove it before their hello (auth.py)
         # Cluster ids named by hellos accepted while this server had none (a few).
         self.ids_heard: set[str] = set()
         # ... the one our own hellos name meanwhile (the last a known peer named): a server
@@ -380,7 +385,7 @@ class TCPTransport:
         self._server: asyncio.Server | None = None
         self._closed = False
         self.stats_in = {"frames": 0, "connections": 0, "bad_frames": 0, "handler_errors": 0,
-                         "refused": 0, "foreign": 0}
+                         "refused": 0, "foreign": 0, "authenticated": 0}
         if peers:
             self.set_peers(peers)
 
@@ -502,18 +507,21 @@ class TCPTransport:
         self.stats_in["connections"] += 1
         remote = writer.get_extra_info("peername")
         sender = "?"
+        first_limit = self.max_first_frame or self.max_frame
         try:
             try:
-                hello = await wait_for(
-                    read_frame(reader, self.max_first_frame or self.max_frame),
-                    self.hello_timeout)
+                hello = await wait_for(read_frame(reader, first_limit), self.hello_timeout)
             except FrameError as exc:
                 if self.on_other_connection is None:
                     raise
                 self.stats_in["bad_frames"] += 1
                 await self.on_other_connection(exc, reader, writer)  # it answers the error
                 return
-            if self.on_other_connection is not None and not _is_hello(hello):
+            if self.auth_key:  # --encrypt: auth.py
+                hello = await authenticate(hello, lambda n: read_frame(reader, n), writer,
+                                           self.auth_key, self.hello_timeout, first_limit)
+                self.stats_in["authenticated"] += 1
+            if self.on_other_connection is not None and not is_hello(hello):
                 await self.on_other_connection(hello, reader, writer)
                 return
             sender, theirs = self._check_hello(hello, remote)
@@ -589,7 +597,3 @@ class TCPTransport:
             if theirs != cluster_id:
                 writer.close()
 
-
-def _is_hello(frame: Any) -> bool:
-    """Whether a first frame claims to be a Raft hello (then it must be a valid one)."""
-    return isinstance(frame, list) and bool(frame) and frame[0] == HELLO_MAGIC

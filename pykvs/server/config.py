@@ -46,6 +46,9 @@ class ServerConfig:
     # The token this server presents when it asks a cluster to make it a member (Consul's
     # acl.tokens.agent): Internal.Join with Add needs operator:write once ACLs are bootstrapped.
     acl_agent_token: str = ""
+    # --encrypt: 32 bytes every server of the cluster holds; servers prove it to each other
+    # before any Raft or Internal.Join traffic (pykvs.raft.auth). b"": no such proof.
+    encrypt_key: bytes = b""
     tls: TLSConfig = field(default_factory=TLSConfig)  # plaintext unless a certificate is set
     limits: Limits = field(default_factory=Limits)  # protective limits (server/limits.py)
 
@@ -65,6 +68,8 @@ class ServerConfig:
             raise ValueError(f"bootstrap_expect must be >= 0, got {self.bootstrap_expect}")
         if self.max_value_size < 1:
             raise ValueError(f"max_value_size must be positive, got {self.max_value_size}")
+        if self.encrypt_key and len(self.encrypt_key) != 32:
+            raise ValueError(f"encrypt_key must be 32 bytes, got {len(self.encrypt_key)}")
         if self.acl_default_policy not in DEFAULT_POLICIES:
             raise ValueError(f"acl_default_policy must be allow or deny, got "
                              f"{self.acl_default_policy!r}")

@@ -29,9 +29,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import secrets
 from typing import TYPE_CHECKING, Any, Protocol
 
 from pykvs.netaddr import split_address
+from pykvs.raft import auth
 from pykvs.raft.cluster_id import store_cluster_id
 from pykvs.raft.node import NotLeaderError
 from pykvs.server.args import field_bool, field_str
@@ -105,17 +107,29 @@ class Formation:
         if datacenter != server.config.datacenter:
             raise RPCError(f"server {server_id} is in datacenter {datacenter!r}, this server is "
                            f"in {server.config.datacenter!r}: use join_wan across datacenters")
-        node = server.node
-        if node is None:
-            return self._introduced(server_id, address, args.get("BootstrapExpect"))
-        if add:
+        key = server.config.encrypt_key
+        if key and not auth.verify(key, "join", _signed(args), args.get("Proof")):
+            raise RPCError(f"Internal.Join: {server_id} did not prove the encrypt key")
+        if add and server.node is not None:
             forwarded, reply = await server.forward("Internal.Join", args, read=False)
             if forwarded:
                 return dict(reply)
-            self._may_add(args, strict=True)
+        reply = await self._join(args, server_id, address, add, proven=bool(key))
+        if key:
+            reply["Proof"] = auth.sign(key, "join-reply", [args.get("Nonce"), *_signed(reply)])
+        return reply
+
+    async def _join(self, args: dict[str, Any], server_id: str, address: str, add: bool, *,
+                    proven: bool) -> dict[str, Any]:
+        node = self.server.node
+        if node is None:
+            return self._introduced(server_id, address, args.get("BootstrapExpect"))
+        if add:
+            if not proven:  # a server that proved the encrypt key is one of ours
+                self._may_add(args, strict=True)
             await self._add_voter(node, server_id, address)
         reply = {"Cluster": True, "Servers": node.configuration().all_servers()}
-        if node.cluster_id and (add or self._may_add(args, strict=False)):
+        if node.cluster_id and (add or proven or self._may_add(args, strict=False)):
             reply["ClusterID"] = node.cluster_id
         return reply
 
@@ -197,8 +211,7 @@ class Formation:
             if target == server.address:
                 continue
             try:
-                reply = await server.pool.call(split_address(target), "Internal.Join",
-                                               introduce, timeout=5.0)
+                reply = await self._call(target, introduce, 5.0)
             except (TimeoutError, OSError, ConnectionError, RPCError) as exc:
                 if attempt % 20 == 0:
                     log.info("%s: join %s: %s (retrying)", cfg.node_name, target, exc)
@@ -254,8 +267,7 @@ class Formation:
         while True:
             for target in targets:
                 try:
-                    await server.pool.call(split_address(target), "Internal.Join", args,
-                                           timeout=max(10.0, 2 * cfg.rpc_hold_timeout))
+                    await self._call(target, args, max(10.0, 2 * cfg.rpc_hold_timeout))
                     log.info("%s: joined the cluster through %s", cfg.node_name, target)
                     return
                 except (TimeoutError, OSError, ConnectionError, RPCError) as exc:
@@ -265,6 +277,26 @@ class Formation:
             attempt += 1
             await asyncio.sleep(cfg.join_retry_interval * (0.5 + random.random()))
 
+    async def _call(self, target: str, args: dict[str, Any], timeout: float) -> dict[str, Any]:
+        """Internal.Join at ``target``; with an encrypt key, the call proves it and the
+        answer must prove it too (for this call: its nonce)."""
+        key = self.server.config.encrypt_key
+        if key:
+            args = {**args, "Nonce": secrets.token_bytes(16)}
+            args["Proof"] = auth.sign(key, "join", _signed(args))
+        reply = dict(await self.server.pool.call(split_address(target), "Internal.Join", args,
+                                                 timeout=timeout))
+        if key and not auth.verify(key, "join-reply", [args["Nonce"], *_signed(reply)],
+                                   reply.get("Proof")):
+            raise RPCError(f"the server at {target} did not prove the encrypt key")
+        return reply
+
     async def close(self) -> None:
         if self.discovery is not None:
             await self.discovery.close()
+
+
+def _signed(fields: dict[str, Any]) -> list[Any]:
+    """What the proof of an Internal.Join call (or of its answer) covers."""
+    return [fields.get(name) for name in ("ID", "Address", "Datacenter", "Add", "BootstrapExpect",
+                                          "Nonce", "Cluster", "ClusterID", "Servers")]

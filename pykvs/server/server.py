@@ -173,7 +173,8 @@ class Server:
                                # RPC clients are refused (with an error) by the RPC server;
                                # this backstop leaves room for the Raft links of 32 peers.
                                "max_inbound": cfg.limits.rpc_max_conns + 64,
-                               "max_first_frame": cfg.limits.rpc_max_frame},
+                               "max_first_frame": cfg.limits.rpc_max_frame,
+                               "auth_key": cfg.encrypt_key},
         )
         await node.start()
         self.node = node
