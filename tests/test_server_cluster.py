@@ -307,3 +307,24 @@ def test_no_leader_waits_the_hold_time_then_fails(tmp_path: Path) -> None:
         assert reply["KnownLeader"] is False and reply["Entries"] is None
 
     scenario(tmp_path, body)
+
+
+def test_a_founder_whose_node_has_no_membership_yet_answers_as_still_forming(
+        tmp_path: Path) -> None:
+    """Regression: a founder of a bootstrap_expect cluster whose node had started but not yet
+    applied its first membership answered Internal.Join with ``Cluster: True`` and no
+    servers; the server that asked then joined "the cluster of []", knew no peer's address,
+    and never heard of a leader (seen in tests/test_embedded_cluster.py)."""
+    from types import SimpleNamespace
+
+    from pykvs.raft.types import Configuration
+    from pykvs.server.formation import Formation
+
+    config = ServerConfig(data_dir=str(tmp_path), node_name="n2", bootstrap_expect=3,
+                          join=["127.0.0.1:1"])
+    node = SimpleNamespace(configuration=lambda: Configuration(), cluster_id="")
+    server = SimpleNamespace(config=config, node=node, address="127.0.0.1:2")
+    formation = Formation(server)  # type: ignore[arg-type]
+    reply = asyncio.run(formation.internal_join(
+        {"ID": "n3", "Address": "127.0.0.1:1", "Datacenter": "dc1", "BootstrapExpect": 3}))
+    assert reply["Cluster"] is False and reply["Servers"]["n2"] == "127.0.0.1:2"

@@ -128,7 +128,10 @@ class Formation:
             if not proven:  # a server that proved the encrypt key is one of ours
                 self._may_add(args, strict=True)
             await self._add_voter(node, server_id, address)
-        reply = {"Cluster": True, "Servers": node.configuration().all_servers()}
+        members = node.configuration().all_servers()
+        if not members:  # a founder whose node has not applied its first membership yet
+            return self._discovery_reply()
+        reply = {"Cluster": True, "Servers": members}
         if node.cluster_id and (add or proven or self._may_add(args, strict=False)):
             reply["ClusterID"] = node.cluster_id
         return reply
@@ -217,7 +220,7 @@ class Formation:
                     log.info("%s: join %s: %s (retrying)", cfg.node_name, target, exc)
                 continue
             servers = {str(k): str(v) for k, v in reply["Servers"].items()}
-            if reply["Cluster"]:
+            if reply["Cluster"] and servers:  # a cluster with no members is still forming
                 return {**reply, "Servers": servers}
             self._met(target, reply, servers)
         return None
