@@ -54,6 +54,7 @@ async def serving(root: Path, *, acl: bool = False, **limits: Any) -> AsyncItera
     try:
         await server.start()
         await server.wait_leader(10)
+        await until(lambda: settled(server), "the new leader's own entries")
         yield server
     finally:
         await server.close()
@@ -126,6 +127,15 @@ async def until(check: Callable[[], bool], what: str, timeout: float = 10) -> No
     while not check():
         assert loop.time() < deadline, f"timed out waiting for {what}"
         await asyncio.sleep(0.01)
+
+
+def settled(server: Server) -> bool:
+    """The leader wrote what a new leader writes of its own (its no-op, the cluster id, the
+    barrier before its duties) and applied it: later entries are the tests' alone."""
+    stats, node = server.raft_stats(), server.node
+    return (stats is not None and node is not None and server.leader_duties.leading
+            and bool(getattr(node.configuration(), "cluster_id", True))
+            and stats["applied_index"] == stats["last_log_index"])
 
 
 def last_index(server: Server) -> int:
@@ -220,6 +230,7 @@ def test_nested_containers_stop_at_the_decoding_limits(tmp_path: Path) -> None:
         async with serving(tmp_path) as server:
             before = last_index(server)
             raw = await Raw.open(server)
+            assert (await raw.call("Status.Ping", {}))[0] is None  # (first frames: the port's)
             junk = [[{} for _ in range(15)] for _ in range(200_000)]
             body = msgpack.packb([1, "KVS.Apply", {"Op": "set", "Junk": junk}])
             del junk
