@@ -65,7 +65,7 @@ static size_t find_blank_line(const uint8_t *buf, size_t limit)
 }
 
 /* The headers the front reads; a second one of any of them makes another shape. */
-enum { H_CONTENT_LENGTH, H_TOKEN, H_AUTHORIZATION, H_CONNECTION, H_READ };
+enum { H_CONTENT_LENGTH, H_TOKEN, H_AUTHORIZATION, H_CONNECTION, H_HOST, H_READ };
 /* header_kind's other answers: a header the front ignores, or one that makes another shape. */
 enum { H_IGNORED = -1, H_REFUSED = -2 };
 
@@ -158,6 +158,8 @@ static int header_kind(const uint8_t *buf, httphead_span name)
         return equals_nocase(buf, at, n, "content-encoding") ? H_REFUSED : H_IGNORED;
     case 'x':
         return equals_nocase(buf, at, n, "x-consul-token") ? H_TOKEN : H_IGNORED;
+    case 'h':
+        return equals_nocase(buf, at, n, "host") ? H_HOST : H_IGNORED;
     case 'a':
         return equals_nocase(buf, at, n, "authorization") ? H_AUTHORIZATION : H_IGNORED;
     case 't':
@@ -219,6 +221,30 @@ static int parse_connection(const uint8_t *buf, httphead_span v, int *closing)
     return 1;
 }
 
+/* Whether buf[0 .. len), a head whose blank line has not come (and without a bare LF), may
+ * still be a fast shape: the start of its request line, or its whole lines, are of the grammar.
+ * When not, the front hands it to aiohttp at once, which answers a malformed line at once
+ * ("GEE", "Host x") instead of waiting for the rest. */
+static int may_be_fast(const uint8_t *buf, size_t len)
+{
+    static const char *const starts[] = {"GET /v1/kv/", "PUT /v1/kv/", "DELETE /v1/kv/"};
+    if (!memchr(buf, '\n', len)) { /* the request line so far: a fast method's start */
+        for (size_t m = 0; m < sizeof starts / sizeof starts[0]; m++) {
+            size_t n = strlen(starts[m]);
+            if (memcmp(buf, starts[m], len < n ? len : n) == 0)
+                return 1;
+        }
+        return 0;
+    }
+    size_t whole = len; /* the whole lines: up to the last LF (each after its CR) */
+    while (buf[whole - 1] != '\n')
+        whole--;
+    httphead h;
+    size_t pos;
+    httphead_span seen[H_READ];
+    return request_line(buf, whole, &h, &pos) && read_headers(buf, pos, whole, seen);
+}
+
 int httphead_parse(const uint8_t *buf, size_t len, size_t max_head, httphead *out)
 {
     if (!classes_ready)
@@ -229,14 +255,15 @@ int httphead_parse(const uint8_t *buf, size_t len, size_t max_head, httphead *ou
     if (blank == BARE_LF)
         return HTTPHEAD_OTHER;
     if (blank == limit)
-        return len > max_head ? HTTPHEAD_OTHER : HTTPHEAD_INCOMPLETE;
+        return len > max_head || !may_be_fast(buf, len) ? HTTPHEAD_OTHER : HTTPHEAD_INCOMPLETE;
     if (blank > max_head)
         return HTTPHEAD_OTHER;
     size_t end = blank + 2; /* the head: every line with its CRLF */
     httphead h;
     size_t i;
     httphead_span seen[H_READ];
-    if (!request_line(buf, end, &h, &i) || !read_headers(buf, i, end, seen))
+    if (!request_line(buf, end, &h, &i) || !read_headers(buf, i, end, seen) ||
+        !seen[H_HOST].present) /* HTTP/1.1 requires Host: aiohttp answers 400 without */
         return HTTPHEAD_OTHER;
     h.content_length = 0;
     if (seen[H_CONTENT_LENGTH].present &&

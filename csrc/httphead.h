@@ -13,14 +13,16 @@
  *   VALUE  *( 0x21-0x7e | SP | HT )
  *
  * where the head (request line and headers, up to the blank line) is at most max_head bytes;
- * among the headers, none of Transfer-Encoding, Expect, Upgrade or Content-Encoding, none of
- * the headers read below twice (names compare case-insensitively); Content-Length, when
+ * among the headers, one Host, none of Transfer-Encoding, Expect, Upgrade or Content-Encoding,
+ * none of the headers read below twice (names compare case-insensitively); Content-Length, when
  * present, 1 to 19 decimal digits; Connection, when present, "keep-alive" or "close" (any
  * case). Header values are read with leading and trailing SP/HT removed. Anything else is
  * another shape: aiohttp's to parse and answer (an error, or a request the front does not
  * serve). The body, the query's parameters and the server's limits are the caller's.
- * A head with an LF not preceded by CR before its blank line is another shape at once, before
- * it is complete (aiohttp answers it 400 at once; the front must not wait for more bytes).
+ * A head not yet whole is another shape at once when it cannot become a fast one: an LF not
+ * preceded by CR, a request line that does not start as one, or a whole line (the request line
+ * or a header) outside the grammar. aiohttp answers such heads at once; the front must not
+ * wait for more bytes (a head only waited on is cut off by the front's read deadline).
  *
  * httphead_json_scan is the HTTP API's bound on JSON bodies, checked before a decoder that
  * recurses and allocates sees them: how deep arrays and objects nest, how many there are and

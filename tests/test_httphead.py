@@ -23,37 +23,59 @@ _HEAD = re.compile(
     rb"(GET|PUT|DELETE) /v1/kv/([A-Za-z0-9_.~/:@!$'()*,-]*)(?:\?([A-Za-z0-9_.~/:@!$'()*,=&-]*))?"
     rb" HTTP/1\.1\r\n(?:[!#$%&'*+.^_`|~0-9A-Za-z-]+:[\x21-\x7e \t]*\r\n)*")
 _WANTED_HEADERS = re.compile(
-    rb"\n(content-length|x-consul-token|authorization|connection|transfer-encoding|expect"
+    rb"\n(content-length|x-consul-token|authorization|connection|host|transfer-encoding|expect"
     rb"|upgrade|content-encoding):[ \t]*((?:[\x21-\x7e]+(?:[ \t]+[\x21-\x7e]+)*)?)",
     re.IGNORECASE)
 _BARE_LF = re.compile(rb"(?<!\r)\n")
+_LINE_STARTS = (b"GET /v1/kv/", b"PUT /v1/kv/", b"DELETE /v1/kv/")
 _OTHER = frozenset(("transfer-encoding", "expect", "upgrade", "content-encoding"))
 
 
-def reference(buffer: bytes, max_head: int = MAX_HEAD) -> object:
-    """What front.py's Python parser decided, in parse_head's terms."""
-    end = buffer.find(b"\r\n\r\n")
-    if _BARE_LF.search(buffer, 0, end + 3 if end >= 0 else max_head + 4):
-        return False  # a bare LF before the blank line: aiohttp's at once (issue 15)
-    if end < 0:
-        return False if len(buffer) > max_head else None
-    if end > max_head:
-        return False
-    head = bytes(buffer[:end + 2])
+Lines = tuple[tuple[bytes, bytes, bytes | None], dict[str, str]]
+
+
+def _lines(head: bytes) -> Lines | None:
+    """The request line's (method, key, query) and the headers the front reads, when every
+    line of ``head`` (whole lines, each ending in CRLF) is of the fast grammar, with no refused
+    or repeated header; else None."""
     if not head.isascii():
-        return False
+        return None
     match = _HEAD.fullmatch(head)
     if match is None:
-        return False
-    method, raw_key, raw_query = match.group(1, 2, 3)
+        return None
+    raw_key = match.group(2)
     if b"//" in raw_key or b"/." in raw_key or raw_key.startswith(b"."):
-        return False
+        return None
     headers: dict[str, str] = {}
     for name, value in _WANTED_HEADERS.findall(head):
         lowered = name.decode().lower()
         if lowered in headers or lowered in _OTHER:
-            return False
+            return None
         headers[lowered] = value.decode()
+    return match.group(1, 2, 3), headers
+
+
+def _may_be_fast(buffer: bytes) -> bool:
+    """A head not yet whole may still be a fast one (issue 15: else aiohttp's at once)."""
+    if b"\n" not in buffer:
+        return any(buffer[:len(start)] == start[:len(buffer)] for start in _LINE_STARTS)
+    return _lines(buffer[:buffer.rfind(b"\n") + 1]) is not None
+
+
+def reference(buffer: bytes, max_head: int = MAX_HEAD) -> object:
+    """What front.py's Python parser decided, in parse_head's terms (with issue 15's rules:
+    a head that cannot become fast is handed off before it is whole, and Host is required)."""
+    end = buffer.find(b"\r\n\r\n")
+    if _BARE_LF.search(buffer, 0, end + 3 if end >= 0 else max_head + 4):
+        return False  # a bare LF before the blank line: aiohttp's at once
+    if end < 0:
+        return False if len(buffer) > max_head or not _may_be_fast(bytes(buffer)) else None
+    if end > max_head:
+        return False
+    lines = _lines(bytes(buffer[:end + 2]))
+    if lines is None or "host" not in lines[1]:
+        return False
+    (method, raw_key, raw_query), headers = lines
     length_text = headers.get("content-length", "0")
     if not length_text.isdigit() or len(length_text) > 19:
         return False  # 20 digits and more are over any body limit (the front then hands off)
@@ -68,10 +90,15 @@ def reference(buffer: bytes, max_head: int = MAX_HEAD) -> object:
 
 CASES = [
     b"PUT /v1/kv/a/b HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc",
-    b"GET /v1/kv/ HTTP/1.1\r\n\r\n",
-    b"GET /v1/kv/a?raw HTTP/1.1\r\nConnection: Close\r\n\r\n",
-    b"DELETE /v1/kv/a?recurse=&cas=3 HTTP/1.1\r\nX-Consul-Token:  t0k \t\r\n\r\n",
-    b"GET /v1/kv/a HTTP/1.1\r\nAuthorization: Bearer  abc\r\n\r\n",
+    b"GET /v1/kv/ HTTP/1.1\r\nHost: x\r\n\r\n",
+    b"GET /v1/kv/a?raw HTTP/1.1\r\nConnection: Close\r\nHOST:\r\n\r\n",
+    b"DELETE /v1/kv/a?recurse=&cas=3 HTTP/1.1\r\nHost: x\r\nX-Consul-Token:  t0k \t\r\n\r\n",
+    b"GET /v1/kv/a HTTP/1.1\r\nAuthorization: Bearer  abc\r\nhost: x\r\n\r\n",
+    b"GET /v1/kv/ HTTP/1.1\r\n\r\n",  # no Host: aiohttp's 400
+    b"GET /v1/kv/ HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",  # two: aiohttp's 400
+    b"GEE",  # cannot become a fast head: handed off before it is whole
+    b"GET /v1/kv/a HTTP/1.1\r\nHost x\r\n",
+    b"DELETE /v1/kv/a HTTP/1.1\r\nHost: x\r\nBad Na",  # a line not yet whole: waited on
     b"GET /v1/kv/a HTTP/1.1\r\n",  # incomplete
     b"GET /v1/kv/a HTTP/1.1\r\nHost: x\r\n\r",  # incomplete
     b"",  # incomplete
@@ -162,6 +189,8 @@ def heads(draw: st.DrawFn) -> bytes:
         f"?{query}" if query is not None else "")
     version = _mostly(draw, "HTTP/1.1", "HTTP/1.0", "HTTP/1.12", "http/1.1")
     lines = [f"{method} {target} {version}"]
+    if draw(st.integers(0, 4)):
+        lines.append(_mostly(draw, "Host: h", "host:", "Host: a b"))
     for _ in range(draw(st.integers(0, 5))):
         name = draw(st.one_of(_NAMES, _TOKEN))
         sep = _mostly(draw, ": ", ":", ":\t", " :", "")

@@ -6,11 +6,12 @@ parses HTTP/1.1 itself and serves the requests a KV client sends most -- ``GET``
 ``DELETE`` of ``/v1/kv/<key>`` with a plain key and query, a ``Content-Length`` body -- through
 the same endpoint code as the aiohttp route (``pykvs.http.kv.serve``), writing the same status
 line, headers and body. The first request of any other shape (another path, a blocking query,
-``%``-escapes, a chunked body, ``Expect``, HTTP/1.0, a repeated header or parameter, oversized
-headers or body, too many connections) hands the connection, with every byte read so far, to
-aiohttp's protocol for the rest of its life, so every behaviour outside the fast shapes is
-aiohttp's. One request is served at a time per connection, in order (a pipelining client gets
-its replies in order). tests/test_http_front.py checks that both fronts answer alike.
+``%``-escapes, a chunked body, ``Expect``, HTTP/1.0, no Host, a repeated header or parameter,
+oversized headers or body, too many connections) hands the connection, with every byte read so
+far (at once when a head not yet whole cannot become a fast one), to aiohttp's protocol for the
+rest of its life, so every behaviour outside the fast shapes is aiohttp's. One request is
+served at a time per connection, in order (a pipelining client gets its replies in order).
+tests/test_http_front.py checks that both fronts answer alike.
 """
 
 from __future__ import annotations

@@ -51,20 +51,22 @@ static void exact_cases(void)
     CHECK(span_is(put, h.token, "tok") && span_is(put, h.authorization, NULL));
     CHECK(h.body_offset == strlen(put) - 4);
 
-    const char *get = "GET /v1/kv/ HTTP/1.1\r\nConnection: CLOSE\r\n"
+    const char *get = "GET /v1/kv/ HTTP/1.1\r\nConnection: CLOSE\r\nhost: h\r\n"
                       "Authorization: Bearer x\r\n\r\n";
     CHECK(parse(get, &h) == HTTPHEAD_FAST);
     CHECK(h.method == HTTPHEAD_GET && h.close && h.content_length == 0);
     CHECK(span_is(get, h.key, "") && span_is(get, h.query, NULL));
     CHECK(span_is(get, h.authorization, "Bearer x"));
 
-    CHECK(parse("DELETE /v1/kv/x? HTTP/1.1\r\n\r\n", &h) == HTTPHEAD_FAST);
+    CHECK(parse("DELETE /v1/kv/x? HTTP/1.1\r\nHost:\r\n\r\n", &h) == HTTPHEAD_FAST);
     CHECK(h.method == HTTPHEAD_DELETE && h.query.present && h.query.len == 0);
-    CHECK(parse("GET /v1/kv/9 HTTP/1.1\r\nContent-Length: 9999999999999999999\r\n\r\n", &h)
-          == HTTPHEAD_FAST);
+    CHECK(parse("GET /v1/kv/9 HTTP/1.1\r\nHost: x\r\nContent-Length: 9999999999999999999\r\n"
+                "\r\n", &h) == HTTPHEAD_FAST);
     CHECK(h.content_length == 9999999999999999999ULL);
 
-    static const char *incomplete[] = {"", "G", "GET /v1/kv/a HTTP/1.1\r\n",
+    static const char *incomplete[] = {"", "G", "DELETE /v1", "GET /v1/kv/a HTTP/1.1\r\n",
+                                       "GET /v1/kv/a%20b HTTP/1.",
+                                       "GET /v1/kv/a HTTP/1.1\r\nHost: x\r\nBad Na",
                                        "GET /v1/kv/a HTTP/1.1\r\nHost: x\r\n\r"};
     for (size_t i = 0; i < sizeof incomplete / sizeof *incomplete; i++)
         CHECK(parse(incomplete[i], &h) == HTTPHEAD_INCOMPLETE);
@@ -88,12 +90,20 @@ static void exact_cases(void)
         /* a bare LF is another shape at once, before the head is complete */
         "GET /v1/kv/a HTTP/1.1\nHost: x\n\n", "GET /v1/kv/a HTTP/1.1\r\nHost: x\n",
         "\n", "GET /v1/kv/a HTTP/1.1\r\nHost: x\n\r\n",
+        /* a head that cannot become a fast one is another shape before it is whole */
+        "GEE", "X", "GET /v1/k/", "POST /v1/kv/a HTTP/1.1\r\n",
+        "GET /v1/kv/a HTTP/1.1\r\nHost x\r\n", "GET /v1/kv/a HTTP/1.1\r\nHost: \x01\r\n",
+        "GET /v1/kv/a HTTP/1.1\r\nHost: a\r\nhost: b\r\n",
+        "GET /v1/kv/a HTTP/1.1\r\nTransfer-Encoding: chunked\r\n",
+        /* HTTP/1.1 requires one Host */
+        "GET /v1/kv/a HTTP/1.1\r\n\r\n", "PUT /v1/kv/a HTTP/1.1\r\nContent-Length: 0\r\n\r\n",
+        "GET /v1/kv/a HTTP/1.1\r\nHost: a\r\nHost: a\r\n\r\n",
     };
     for (size_t i = 0; i < sizeof other / sizeof *other; i++)
         CHECK(parse(other[i], &h) == HTTPHEAD_OTHER);
 
     /* The head limit: the blank line may start at max_head, not after it. */
-    const char *small = "GET /v1/kv/a HTTP/1.1\r\n\r\n";
+    const char *small = "GET /v1/kv/a HTTP/1.1\r\nHost: x\r\n\r\n";
     size_t blank = strlen(small) - 4;
     CHECK(parse_exact(small, strlen(small), blank, &h) == HTTPHEAD_FAST);
     CHECK(parse_exact(small, strlen(small), blank - 1, &h) == HTTPHEAD_OTHER);
@@ -142,8 +152,8 @@ static uint32_t next_random(void)
 static const char *const seeds[] = {
     "PUT /v1/kv/k?flags=1 HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\nConnection: close\r\n"
     "X-Consul-Token: t\r\nAuthorization: Bearer b\r\n\r\nvalue",
-    "GET /v1/kv/a/b/c?raw HTTP/1.1\r\n\r\n",
-    "DELETE /v1/kv/x?recurse HTTP/1.1\r\nContent-Length: 0\r\n\r\n",
+    "GET /v1/kv/a/b/c?raw HTTP/1.1\r\nHost: h\r\n\r\n",
+    "DELETE /v1/kv/x?recurse HTTP/1.1\r\nContent-Length: 0\r\nHOST: h\r\n\r\n",
 };
 
 static void check_answer(const uint8_t *buf, size_t len, size_t max_head, int status,
