@@ -36,6 +36,7 @@ from hypothesis import strategies as st
 from pykvs import http
 from pykvs.netaddr import split_address
 from pykvs.server.limits import Limits
+from pykvs.server.rpc import RPCClient
 from pykvs.server.server import Server, ServerConfig
 
 MIB = 1 << 20
@@ -475,6 +476,27 @@ def test_an_idle_connection_is_closed(tmp_path: Path) -> None:
             error = await raw.closed_with(5)  # then idle
             assert error is not None and "idle" in error
             await raw.close()
+
+    run(main())
+
+
+def test_a_client_redials_before_the_server_calls_it_idle(tmp_path: Path) -> None:
+    """RPCClient (the forwarding pool's) closes a connection idle for ``idle_redial`` itself,
+    so a request never meets the server's idle close on its way."""
+    async def main() -> None:
+        async with serving(tmp_path) as server:
+            host, port = split_address(server.address)
+            client = RPCClient(host, port, idle_redial=0.05)
+            try:
+                await client.call("Status.Ping", {})
+                first = client._writer
+                loop = asyncio.get_running_loop()
+                await until(lambda: loop.time() - client._last_used > 0.05, "idle")
+                await client.call("Status.Ping", {})
+                assert client._writer is not None and client._writer is not first
+                assert first is not None and first.is_closing()
+            finally:
+                await client.close()
 
     run(main())
 

@@ -224,6 +224,8 @@ class RPCServer:
         self._closing = True
         if self._sweeper is not None:
             self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._sweeper
         if self._server is not None:
             self._server.close()
         for task in list(self._connections):
@@ -442,12 +444,17 @@ class RPCClient:
     """One connection to one server with many requests in flight."""
 
     def __init__(self, host: str, port: int, *, max_frame: int = DEFAULT_MAX_FRAME,
-                 ssl: _ssl.SSLContext | None = None, connect_timeout: float = 10.0) -> None:
+                 ssl: _ssl.SSLContext | None = None, connect_timeout: float = 10.0,
+                 idle_redial: float = DEFAULT_RPC_IDLE_TIMEOUT / 2) -> None:
         self.host = host
         self.port = port
         self.max_frame = max_frame
         self.ssl = ssl
         self.connect_timeout = connect_timeout
+        # A connection idle this long is closed here and dialled again before the next call,
+        # so the server's idle close (rpc_idle_timeout) never lands under a request.
+        self.idle_redial = idle_redial
+        self._last_used = 0.0
         self._ids = itertools.count(1)
         self._pending: dict[int, asyncio.Future[Any]] = {}
         self._reader: asyncio.StreamReader | None = None
@@ -465,6 +472,9 @@ class RPCClient:
         async with self._connect_lock:
             if self.closed:
                 raise ConnectionLost(f"client for {self.host}:{self.port} is closed")
+            if (self.connected and not self._pending
+                    and self._loop.time() - self._last_used > self.idle_redial):
+                await self._hang_up()
             if not self.connected:
                 reader, self._writer = await wait_for(
                     asyncio.open_connection(self.host, self.port, ssl=self.ssl),
@@ -472,9 +482,18 @@ class RPCClient:
                 self._reader = reader
                 # Kept for call(): asyncio.get_running_loop() makes a getpid() system call.
                 self._loop = asyncio.get_running_loop()
+                self._last_used = self._loop.time()
                 self._read_task = self._loop.create_task(self._read_responses(reader))
             assert self._writer is not None
             return self._writer
+
+    async def _hang_up(self) -> None:
+        """End the connection (its reader's clean-up closes the writer); the next call dials."""
+        task = self._read_task
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
 
     async def _read_responses(self, reader: asyncio.StreamReader) -> None:
         error: BaseException = ConnectionLost(f"connection to {self.host}:{self.port} closed")
@@ -526,6 +545,7 @@ class RPCClient:
             return await wait_for(future, timeout)
         finally:
             self._pending.pop(req_id, None)
+            self._last_used = self._loop.time()
 
     async def close(self) -> None:
         self.closed = True
