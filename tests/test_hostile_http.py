@@ -19,6 +19,7 @@ written (the KV store and the sessions are unchanged) and that the server still 
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import json
@@ -37,6 +38,8 @@ from test_http_front import Conn, normalized, request, with_server
 from test_server_cluster import until
 
 from pykvs import http as pykvs_http
+from pykvs.cli.agent_cmd import _arguments, _security_config
+from pykvs.http.errors import redact
 from pykvs.server.limits import Limits
 from pykvs.server.server import Server
 
@@ -110,8 +113,6 @@ def test_token_secrets_never_reach_the_logs(tmp_path: Path,
 
 
 def test_redact_hides_every_form_of_a_token() -> None:
-    from pykvs.http.errors import redact
-
     assert redact("/v1/kv/a?x=1&token=abc&y=2") == "/v1/kv/a?x=1&token=<hidden>&y=2"
     assert redact("b'X-Consul-Token: abc\\r\\n'") == "b'X-Consul-Token: <hidden>\\r\\n'"
     assert redact("{'x-consul-token': 'abc'}") == "{'x-consul-token': '<hidden>'}"
@@ -399,11 +400,7 @@ def test_requests_in_time_and_idle_keep_alive_are_not_cut_off(tmp_path: Path) ->
 
 
 def test_the_deadlines_are_agent_flags() -> None:
-    from pykvs.cli.agent_cmd import _security_config
-
-    parser = __import__("argparse").ArgumentParser()
-    from pykvs.cli.agent_cmd import _arguments
-
+    parser = argparse.ArgumentParser()
     _arguments(parser)
     ns = parser.parse_args([])
     assert (ns.http_header_timeout, ns.http_body_timeout) == (10.0, 60.0)
