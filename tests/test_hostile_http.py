@@ -24,6 +24,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import socket
 import time
 import tracemalloc
 from collections.abc import Iterator
@@ -33,6 +34,7 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from test_agent import Agent
 from test_front_door_fuzz import Served, http_exchange
 from test_http_front import Conn, normalized, request, with_server
 from test_server_cluster import until
@@ -40,6 +42,7 @@ from test_server_cluster import until
 from pykvs import http as pykvs_http
 from pykvs.cli.agent_cmd import _arguments, _security_config
 from pykvs.http.errors import redact
+from pykvs.netaddr import split_address
 from pykvs.server.limits import Limits
 from pykvs.server.server import Server
 
@@ -327,30 +330,31 @@ async def closed_while_dripping(api: pykvs_http.HTTPServer, start: bytes, drip: 
         await conn.close()
 
 
-SLOW_REQUESTS: list[tuple[str, bytes, bytes]] = [
-    ("a head, a byte at a time", b"PUT /v1/kv/slow HTTP/1.1\r\nHost: x\r\n", b"X-Drip: abc"),
-    ("a request line, a byte at a time", b"G", b"ET /v1/kv/slowwwwwwwwwwwwwwwwwwwwwwwwwwww"),
+SLOW_REQUESTS: list[tuple[str, bytes, bytes, int]] = [  # (what, start, drip, answers to start)
+    ("a head, a byte at a time", b"PUT /v1/kv/slow HTTP/1.1\r\nHost: x\r\n", b"X-Drip: abc", 0),
+    ("a request line, a byte at a time", b"G", b"ET /v1/kv/slowwwwwwwwwwwwwwwwwwwwwwwwwwww", 0),
     ("a body, a byte at a time",
-     b"PUT /v1/kv/slow HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n", b"v"),
-    ("an aiohttp head (another path)", b"PUT /v1/txn HTTP/1.1\r\nHost: x\r\n", b"X-Drip: a"),
+     b"PUT /v1/kv/slow HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n", b"v", 0),
+    ("an aiohttp head (another path)", b"PUT /v1/txn HTTP/1.1\r\nHost: x\r\n", b"X-Drip: a", 0),
     ("an aiohttp body",
-     b"PUT /v1/txn HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n[", b" "),
+     b"PUT /v1/txn HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n[", b" ", 0),
     ("a chunked body",
      b"PUT /v1/kv/slow HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n1000\r\n",
-     b"v"),
+     b"v", 0),
     ("the second request's head, after a hand-off",
-     request("GET", "/v1/status/leader") + b"GET /v1/kv/slow HTTP/1.1\r\n", b"X-Drip: a"),
+     request("GET", "/v1/status/leader") + b"GET /v1/kv/slow HTTP/1.1\r\n", b"X-Drip: a", 1),
+    ("the second request's head, in the packet that ends a body aiohttp reads",
+     request("PUT", "/v1/txn", b"[]") + b"GET /v1/kv/slow HTTP/1.1\r\n", b"X-Drip: a", 1),
     ("the second request's body, after a fast one",
      request("GET", "/v1/kv/x") + b"PUT /v1/kv/slow HTTP/1.1\r\nHost: x\r\n"
-     b"Content-Length: 99\r\n\r\n",
-     b"v"),
+     b"Content-Length: 99\r\n\r\n", b"v", 1),
 ]
 
 
-@pytest.mark.parametrize("start,drip", [(s, d) for _, s, d in SLOW_REQUESTS],
-                         ids=[name for name, _, _ in SLOW_REQUESTS])
+@pytest.mark.parametrize("start,drip,answered", [case[1:] for case in SLOW_REQUESTS],
+                         ids=[case[0] for case in SLOW_REQUESTS])
 def test_a_request_dripped_a_byte_at_a_time_is_cut_off(tmp_path: Path, start: bytes,
-                                                       drip: bytes) -> None:
+                                                       drip: bytes, answered: int) -> None:
     """One byte every 20 ms (a slowloris at 3,000 times the speed) no longer holds a request
     open: the head's deadline (0.2 s here) or the body's (0.3 s) closes the connection, on
     both fronts, with nothing written."""
@@ -358,7 +362,6 @@ def test_a_request_dripped_a_byte_at_a_time_is_cut_off(tmp_path: Path, start: by
     async def scenario(server: Server, fast: pykvs_http.HTTPServer,
                        plain: pykvs_http.HTTPServer) -> None:
         before = written(server)
-        answered = start.count(b" HTTP/1.1\r\nHost: x\r\n\r\n")  # whole requests in start
         for api in (fast, plain):
             took, received = await closed_while_dripping(api, start, drip)
             assert took < 3.0, took
@@ -531,3 +534,20 @@ def test_decoded_memory_is_a_small_multiple_of_the_body(tmp_path: Path, path: st
             tracemalloc.stop()
 
     with_server(tmp_path, scenario)
+
+
+def test_an_agent_started_with_the_flags_cuts_off_a_slow_head(tmp_path: Path) -> None:
+    """The flags reach the listener: ``pykvs agent --http-header-timeout 300ms
+    --http-body-timeout 300ms``, a partial head and a partial body, each closed in time."""
+    agent = Agent(tmp_path, "a1", "--http-header-timeout", "300ms", "--http-body-timeout",
+                  "300ms")
+    try:
+        for partial in (b"PUT /v1/kv/slow HTTP/1.1\r\nHost: x\r\n",
+                        b"PUT /v1/kv/slow HTTP/1.1\r\nHost: x\r\nContent-Length: 9\r\n\r\nab"):
+            with socket.create_connection(split_address(agent.http), timeout=10) as sock:
+                sock.sendall(partial)
+                began = time.monotonic()
+                assert sock.recv(1024) == b""  # closed, no answer (the 10 s timeout: a failure)
+                assert time.monotonic() - began < 5
+    finally:
+        agent.stop()
