@@ -41,6 +41,7 @@ from test_server_cluster import until
 
 from pykvs import http as pykvs_http
 from pykvs.cli.agent_cmd import _arguments, _security_config
+from pykvs.http import front as front_module
 from pykvs.http.errors import redact
 from pykvs.netaddr import split_address
 from pykvs.server.limits import Limits
@@ -400,6 +401,28 @@ def test_requests_in_time_and_idle_keep_alive_are_not_cut_off(tmp_path: Path) ->
                 await conn.close()
 
     with_server(tmp_path, scenario, limits=SHORT)
+
+
+def test_a_connection_that_sends_nothing_is_closed_on_both_fronts(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A connection that never sends a byte (each is counted against --http-max-conns) is
+    closed after the keep-alive time (0.2 s here) on both fronts: the fast front's sweeper,
+    aiohttp's own keep-alive clock (aiohttp 3.14 arms it when a connection is made), through the
+    read-deadline watch that now stands before aiohttp's protocol."""
+    monkeypatch.setattr(front_module, "KEEPALIVE_TIMEOUT", 0.2)
+    monkeypatch.setattr(pykvs_http, "KEEPALIVE_TIMEOUT", 0.2)
+
+    async def scenario(server: Server, fast: pykvs_http.HTTPServer,
+                       plain: pykvs_http.HTTPServer) -> None:
+        for api in (fast, plain):
+            conn = await Conn.open(api.address)
+            try:
+                assert await conn.at_eof()  # within 10 s, or the test fails
+            finally:
+                await conn.close()
+            await still_serving(api)
+
+    with_server(tmp_path, scenario)
 
 
 def test_the_deadlines_are_agent_flags() -> None:
