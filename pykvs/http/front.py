@@ -312,7 +312,8 @@ class FrontProtocol(asyncio.BufferedProtocol):
                     self._hand_off()
                     return
                 assert isinstance(request, _Request)
-                self.deadline.stop()
+                if self.deadline.kind:  # it was read in parts: its clock ran
+                    self.deadline.stop()
                 self._start(request)
         finally:
             self.in_next = False
