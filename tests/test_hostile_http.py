@@ -2,8 +2,9 @@
 
 Each test is written from the attacker's side first: the exact bytes or URL. Where both fronts
 serve the request (the fast front, and aiohttp alone: tests/test_http_front.py's two listeners
-of one server) both are tried and must answer alike. Every test also checks that nothing was
-written (the KV store and the sessions are unchanged) and that the server still serves.
+of one server) both are tried and must answer alike. Every test of a request that could
+write checks that nothing was written (the KV store and the sessions are unchanged), and each
+that the server still serves.
 
 - Secrets in logs: a 500 and aiohttp's own parse errors once logged ``?token=`` and the
   X-Consul-Token / Authorization headers in clear; now ``<hidden>`` (as Consul).
