@@ -115,49 +115,44 @@ def _pack(obj: Any) -> bytes:
 
 
 # Bounded decoding. A msgpack byte can become a 64-byte Python object (an empty map), so a frame
-# is decoded under limits derived from its size: a frame of at most FREE_DECODE bytes is decoded
+# is decoded under a limit derived from its size: a frame of at most FREE_DECODE bytes is decoded
 # as is (~2 MiB of objects at worst; a Raft append of a few hundred small entries pays nothing);
-# a larger one may hold at most 1,024 + length / 64 maps and arrays with 4,096 + length / 16
-# items in all, counted by hooks as they decode (~0.15 us each), and no map or array longer.
-# Decoding stops at the first container over a limit. Valid traffic stays far below: a Raft
-# append carries at most 256 entries (about 1,000 items), a transaction 128 operations.
+# a larger one may hold at most 1,024 + length / 32 maps and arrays, counted by hooks as they
+# decode (~0.15 us each), stopped at the first over. Valid traffic stays below: the densest
+# large frames are listings (a KV entry's map is ~60 bytes), a Raft append carries at most 256
+# entries, a transaction 128 operations. (msgpack itself bounds each length by the frame's.)
 FREE_DECODE = 32 << 10
 _FREE_CONTAINERS = 1 << 10
-_FREE_ITEMS = 1 << 12
 
 
 class _Budget:
-    """The hooks that count a large frame's maps and arrays (and their items) as they decode."""
+    """The hooks that count a large frame's maps and arrays as they decode."""
 
-    __slots__ = ("containers", "items", "length")
+    __slots__ = ("left", "length")
 
     def __init__(self, length: int) -> None:
         self.length = length
-        self.containers = _FREE_CONTAINERS + length // 64
-        self.items = _FREE_ITEMS + length // 16
+        self.left = _FREE_CONTAINERS + length // 32
 
     def spend(self, container: Any) -> Any:
-        self.containers -= 1
-        self.items -= len(container)
-        if self.containers < 0 or self.items < 0:
+        self.left -= 1
+        if self.left < 0:
             raise FrameTooLarge(f"frame of {self.length} bytes holds more than "
-                                f"{_FREE_CONTAINERS + self.length // 64} maps and arrays or "
-                                f"{_FREE_ITEMS + self.length // 16} items (the decoding "
-                                f"limits)")
+                                f"{_FREE_CONTAINERS + self.length // 32} maps and arrays (the "
+                                f"decoding limit)")
         return container
 
 
 def decode_frame(body: bytes) -> Any:
-    """One frame's msgpack object, decoded under the limits above; FrameError when it is not
-    exactly one msgpack object or goes over them."""
+    """One frame's msgpack object, decoded under the limit above; FrameError when it is not
+    exactly one msgpack object or goes over it."""
     length = len(body)
     try:
         if length <= FREE_DECODE:
             return msgpack.unpackb(body, raw=False, strict_map_key=False)
-        budget = _Budget(length)
-        return msgpack.unpackb(body, raw=False, strict_map_key=False,
-                               max_array_len=budget.items, max_map_len=budget.items // 2,
-                               list_hook=budget.spend, object_hook=budget.spend)
+        spend = _Budget(length).spend
+        return msgpack.unpackb(body, raw=False, strict_map_key=False, list_hook=spend,
+                               object_hook=spend)
     except FrameError:
         raise
     except ValueError as exc:  # msgpack's own: "N exceeds max_array_len(M)"
