@@ -260,7 +260,7 @@ class AsyncKV:
         or None when it must go the RPC way: a remote store, a consistent or blocking read,
         a read another server answers, or a refusal (the RPC way words it)."""
         server = self.server
-        if server is None:
+        if server is None or server.closed:  # a closed store says so the RPC way
             return None
         if self.token:
             args = {**args, "Token": self.token}

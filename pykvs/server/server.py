@@ -220,6 +220,11 @@ class Server:
         if self.storage is not None:
             self.storage.close()
 
+    @property
+    def closed(self) -> bool:
+        """Whether ``close()`` has been called."""
+        return self._closing
+
     async def wait_leader(self, timeout: float) -> str:
         """Until a leader is known (tests, the embedded store); returns its address."""
         loop = asyncio.get_running_loop()
