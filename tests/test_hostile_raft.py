@@ -102,7 +102,10 @@ def picture(servers: list[Server]) -> tuple[Any, ...]:
 
 
 async def formed(n: int, cluster: Cluster, **options: Any) -> list[Server]:
-    servers = await cluster.found(n, **options)
+    # Elections slower than FAST's: a follower shields the cluster from non-members until it
+    # has heard no leader for two election timeouts, and the attacks assert that no election
+    # happens at all, which a loaded machine must not fake by stalling the loop for 0.4 s.
+    servers = await cluster.found(n, **{"election_tick": 25, **options})
     # Settled: every server holds the cluster id, and all hold the same log.
     await until(lambda: len({s.require_node().cluster_id for s in servers} - {""}) == 1
                 and all(s.require_node().cluster_id for s in servers), "the cluster id")

@@ -1321,7 +1321,7 @@ def test_a_server_being_added_hears_from_a_leader_its_log_does_not_know() -> Non
 def test_a_follower_behind_a_membership_change_catches_up_from_a_leader_it_never_heard_of(
         ) -> None:
     # "d" is added while "c" is cut off; then "d" leads. "c"'s membership does not name "d",
-    # and once its old leader is silent for an election timeout, it follows "d" anyway.
+    # and once no leader has been heard for two election timeouts, it follows "d" anyway.
     c = elected(writes=1)
     c.cut |= {("a", "c"), ("c", "a"), ("b", "c"), ("c", "b")}
     c.add_node("d", None, 99)
@@ -1339,3 +1339,17 @@ def test_a_follower_behind_a_membership_change_catches_up_from_a_leader_it_never
         if "d" in c["c"].configuration.voters:
             break
     assert voters(c["c"]) == set("abcd") and c["c"].leader_id == "d"
+
+
+def test_a_follower_shields_the_cluster_until_no_leader_was_heard_for_two_timeouts() -> None:
+    c = elected(writes=1)
+    b, term = c["b"], c["b"].term
+    c.isolate("b")  # its leader falls silent (a stall, a partition)
+    stranger = _forged("rogue", "b", K.HEARTBEAT, term + 100)
+    for _ in range(2 * b._cfg.election_tick - 1):
+        b.tick()
+        b.step(stranger)
+    assert b.term == term and b.dropped_from_strangers == 2 * b._cfg.election_tick - 1
+    b.tick()
+    b.step(stranger)  # two timeouts without a leader: Raft's rules again
+    assert b.term == term + 100 and b.leader_id == "rogue"

@@ -227,6 +227,7 @@ class RaftCore:
         self._outstanding: Ready | None = None
         self._compaction: Compaction | None = None  # asked for, not yet handed out in a Ready
         self.dropped_from_strangers = 0  # messages from non-members dropped (see _stranger)
+        self._since_leader = 0  # ticks since a leader was last heard from (see _stranger)
         self._reset(self._term)
         if self._sole_voter():
             # No other server can vote or lead: waiting an election timeout only delays
@@ -427,23 +428,25 @@ class RaftCore:
     def _stranger(self, msg: Message) -> bool:
         """Whether a message from a server outside the membership in force must be dropped.
 
-        Only from a server that leads, or that follows a live leader other than the sender
-        (heard from within an election timeout): a non-member then never changes a term,
-        deposes a leader, wins a vote or feeds the log. Without a live leader the message is
-        stepped as Raft would (a server being added hears from a leader its log does not
-        know yet; a leader elected by a membership this server has not received yet must be
-        able to catch it up; a voter whose log is empty may be needed to elect one), so
-        liveness is Raft's, and only a cluster that has a leader is shielded. A server with no
+        Dropped by a server that leads, or that heard from a leader (other than the sender)
+        within two election timeouts: a non-member then never changes a term, deposes a
+        leader, wins a vote or feeds the log. After two election timeouts without a leader the
+        message is stepped as Raft would (a leader elected by a membership this server has not
+        received yet must be able to catch it up; a candidate this server's membership does
+        not name may need its vote), so liveness is Raft's, delayed by at most that; a cluster
+        that has a leader, or lost it less than two election timeouts ago, is shielded (one
+        timeout more than a campaign takes, so a stalled follower alone does not open it).
+        A server with no
         membership yet (being added, its log still empty) hears from anyone, as in
         hashicorp/raft: it can only learn, and its leader may change before it knows who the
         members are.
         """
         if self._role is Role.LEADER:
             return True
-        leader = self._leader_id
-        return (leader is not None and leader != msg.src
-                and self._election_elapsed < self._cfg.election_tick
-                and bool(self._configs[-1][1].voters))
+        if not self._configs[-1][1].voters:
+            return False
+        return (msg.src != self._leader_id
+                and self._since_leader < 2 * self._cfg.election_tick)
 
     def propose(self, data: bytes) -> int:
         """Append an FSM command; returns its index. Raises NotLeaderError off the leader."""
@@ -652,6 +655,7 @@ class RaftCore:
         self._reset(self._term)
         self._role = Role.LEADER
         self._leader_id = self._id
+        self._since_leader = 0
         for server in self.configuration.all_servers():
             self._add_progress(server)
         own = self._progress.get(self._id)
@@ -687,6 +691,7 @@ class RaftCore:
 
     def _tick_election(self) -> None:
         self._election_elapsed += 1
+        self._since_leader += 1
         if self._promotable() and (self._election_elapsed >= self._randomized_timeout
                                    or self._sole_voter()):
             self._election_elapsed = 0
@@ -786,7 +791,7 @@ class RaftCore:
     def _step_follower(self, msg: Message) -> None:
         kind = msg.kind
         if kind in (MessageKind.APPEND, MessageKind.HEARTBEAT, MessageKind.SNAPSHOT):
-            self._election_elapsed = 0
+            self._election_elapsed = self._since_leader = 0
             self._leader_id = msg.src
             if kind is MessageKind.APPEND:
                 self._handle_append(msg)
