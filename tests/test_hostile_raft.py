@@ -249,37 +249,43 @@ def test_a_rogue_raft_leader_at_a_higher_term_is_ignored(tmp_path: Path, n: int)
 
 
 # --------------------------------------------------------------- 2. Internal.Join
+@pytest.mark.parametrize("n", [1, 3])
 def test_an_anonymous_internal_join_cannot_add_a_voter_once_acls_are_bootstrapped(
-        tmp_path: Path) -> None:
+        tmp_path: Path, n: int) -> None:
     async def scenario() -> None:
         async with cluster_of(tmp_path) as cluster:
-            [s1] = await formed(1, cluster, **ACL_ON)
-            anon = await cluster.client(s1)
+            servers = await formed(n, cluster, **ACL_ON)
+            anon = await cluster.client(servers[0])
             root = await anon.call("ACL.BootstrapTokens", {})
-            await settled([s1])
-            before = picture([s1])
-            with pytest.raises(RPCError, match="Permission denied"):
-                await anon.call("Internal.Join", ROGUE_JOIN)
-            # Without Add it learns the members (as /v1/status/peers) but not the cluster id.
-            reply = await anon.call("Internal.Join", {**ROGUE_JOIN, "Add": False})
-            assert reply["Cluster"] and "ClusterID" not in reply
-            assert set(s1.require_node().configuration().voters) == {"s1"}
-            await still_serving_acl(cluster, s1, before, root["SecretID"])
+            await settled(servers)
+            before = picture(servers)
+            members = set(servers[0].require_node().configuration().voters)
+            for target in servers:  # followers forward Add to the leader, which refuses it
+                caller = await cluster.client(target)
+                with pytest.raises(RPCError, match="Permission denied"):
+                    await caller.call("Internal.Join", ROGUE_JOIN)
+                # Without Add it learns the members (as /v1/status/peers), not the cluster id.
+                reply = await caller.call("Internal.Join", {**ROGUE_JOIN, "Add": False})
+                assert reply["Cluster"] and "ClusterID" not in reply
+            assert all(set(s.require_node().configuration().voters) == members for s in servers)
+            await still_serving_acl(cluster, servers, before, root["SecretID"])
             # A server given a token with operator:write joins (and learns the cluster id).
-            s2 = await cluster.start("s2", join=[s1.address], acl_agent_token=root["SecretID"],
-                                     **ACL_ON)
-            await until(lambda: s2.node is not None and s2.node.cluster_id
-                        == s1.require_node().cluster_id and
-                        set(s1.require_node().configuration().voters) == {"s1", "s2"},
-                        "s2 to join with its token")
+            name = f"s{n + 1}"
+            new = await cluster.start(name, join=[servers[-1].address],
+                                      acl_agent_token=root["SecretID"], **ACL_ON)
+            leader_node = servers[0].require_node()
+            await until(lambda: new.node is not None and new.node.cluster_id
+                        == leader_node.cluster_id and
+                        set(leader_node.configuration().voters) == members | {name},
+                        f"{name} to join with its token")
 
     run(scenario())
 
 
-async def still_serving_acl(cluster: Cluster, server: Server, before: tuple[Any, ...],
+async def still_serving_acl(cluster: Cluster, servers: list[Server], before: tuple[Any, ...],
                             token: str) -> None:
-    assert picture([server]) == before
-    admin = await pykvs.connect_async(server.address, token=token)
+    assert picture(servers) == before
+    admin = await pykvs.connect_async(servers[-1].address, token=token)
     cluster.clients.append(admin)
     assert await admin.put("after-attack", b"fine")
 
