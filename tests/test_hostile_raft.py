@@ -492,3 +492,13 @@ def test_with_encrypt_only_servers_holding_the_key_speak_raft_or_join(
 def split(address: str) -> tuple[str, int]:
     host, port = address.rsplit(":", 1)
     return host, int(port)
+
+
+def test_agent_refuses_a_bad_encrypt_key_before_starting(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from pykvs.cli import main
+
+    code = main(["agent", "--data-dir", str(tmp_path / "d"), "--encrypt", "c2hvcnQ="])
+    assert code == 2
+    assert "encrypt key must be 32 bytes" in capsys.readouterr().err
+    assert not (tmp_path / "d").exists()
