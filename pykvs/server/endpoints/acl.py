@@ -178,7 +178,7 @@ class ACLEndpoints:
         create = field_bool(args, "Create")
         for name in ("AccessorID", "SecretID"):
             if body.get(name) and uuid_problem(field_str(body, name)) is not None:
-                raise RPCError(f"Invalid Token: {name} is not a valid UUID")
+                raise ValueError(f"Invalid Token: {name} is not a valid UUID")
         acl = self._acl()
         token = self._links(acl, Token.from_json(body, now_ns=time.time_ns()))
         existing = acl.token(token.accessor_id) if body.get("AccessorID") else None
@@ -211,7 +211,7 @@ class ACLEndpoints:
         if not accessor:
             raise ValueError("Must specify a TokenID")
         if uuid_problem(accessor) is not None:
-            raise RPCError("Accessor ID is missing or an invalid UUID")
+            raise ValueError("Accessor ID is missing or an invalid UUID")
         if accessor == ANONYMOUS_TOKEN_ID:
             raise RPCError("Delete operation not permitted on the anonymous token")
         secret = field_str(args, "Token")

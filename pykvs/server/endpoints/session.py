@@ -106,14 +106,15 @@ class Sessions:
 
     async def _destroy(self, args: dict[str, Any], session_id: str) -> str:
         """Consul's destroy: the ID must be a UUID (its state store's lookup refuses anything
-        else) and the token checked before anything is proposed. With ACLs on, an unknown
+        else; a bad argument here, HTTP's 400) and the token checked before anything is
+        proposed. With ACLs on, an unknown
         session is refused as Consul refuses it; without, it is answered with nothing
         proposed (there is nothing to destroy)."""
         if not session_id:
             raise ValueError("Must provide ID")
         problem = uuid_problem(session_id)
         if problem is not None:
-            raise RPCError(f"Session lookup failed: failed session lookup: {problem}")
+            raise ValueError(f"Session lookup failed: failed session lookup: {problem}")
         authz = self.core.authorize(args)
         _, existing = self.core.state.session_get(session_id)
         if existing is None:
