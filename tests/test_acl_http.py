@@ -99,19 +99,24 @@ def test_policy_and_token_crud_shapes(env: dict[str, Any]) -> None:
     status, _, text = http("PUT", "/v1/acl/policy", {"Name": "bad", "Rules": "key {"}, admin)
     assert "Failed to parse ACL rules" in text
     # Tokens: create with a chosen secret, read (secret shown to acl:write), self, delete.
+    status, _, text = http("PUT", "/v1/acl/token", {
+        "Description": "temp", "SecretID": "not-a-uuid", "Policies": [{"ID": policy["ID"]}]},
+        admin)
+    assert (status, text) == (400, "Invalid Token: SecretID is not a valid UUID")
+    chosen = "0b8e9a8c-6b4f-4f1e-9a53-2f2c1d6e7a10"
     status, _, made = http("PUT", "/v1/acl/token", {
-        "Description": "temp", "SecretID": "my-secret",
+        "Description": "temp", "SecretID": chosen,
         "Policies": [{"ID": policy["ID"]}]}, admin)
-    assert status == 200 and made["SecretID"] == "my-secret"
+    assert status == 200 and made["SecretID"] == chosen
     assert made["Policies"] == [{"ID": policy["ID"], "Name": "web"}]
     status, _, read = http("GET", f"/v1/acl/token/{made['AccessorID']}", token=admin)
-    assert read["SecretID"] == "my-secret"
-    status, _, me = http("GET", "/v1/acl/token/self", token="my-secret", how="bearer")
+    assert read["SecretID"] == chosen
+    status, _, me = http("GET", "/v1/acl/token/self", token=chosen, how="bearer")
     assert status == 200 and me["AccessorID"] == made["AccessorID"]
     status, _, tokens = http("GET", "/v1/acl/tokens", token=admin)
     assert made["AccessorID"] in {t["AccessorID"] for t in tokens}
     assert http("DELETE", f"/v1/acl/token/{made['AccessorID']}", token=admin)[2] is True
-    status, _, text = http("GET", "/v1/acl/token/self", token="my-secret")
+    status, _, text = http("GET", "/v1/acl/token/self", token=chosen)
     assert (status, text) == (403, "ACL not found")
     # The ACL API needs acl rights: the web token has none.
     status, _, text = http("GET", "/v1/acl/policies", token=env["web"])

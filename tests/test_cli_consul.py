@@ -180,8 +180,11 @@ def test_kv_put_get_delete(run: Any, agents: list[AgentProcess], tmp_path: Path,
     assert run("kv", "put", "-acquire", "-session", session, "c/lock", "mine") == (
         0, "Success! Lock acquired on: c/lock\n", "")
     assert f"Session          {session}" in run("kv", "get", "-detailed", "c/lock")[1]
-    assert run("kv", "put", "-release", "-session", "other", "c/lock") == (
+    other = "0b8e9a8c-6b4f-4f1e-9a53-2f2c1d6e7a10"  # a session that does not hold the lock
+    assert run("kv", "put", "-release", "-session", other, "c/lock") == (
         1, "", "Error! Did not release lock\n")
+    code, _, err = run("kv", "put", "-release", "-session", "other", "c/lock")
+    assert code == 1 and "failed session lookup: UUID must be 36 characters" in err
     assert run("kv", "put", "-release", "-session", session, "c/lock", "free") == (
         0, "Success! Lock released on: c/lock\n", "")
 
