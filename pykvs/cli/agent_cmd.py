@@ -82,6 +82,12 @@ def _security_arguments(parser: argparse.ArgumentParser) -> None:
                      help="require a client certificate signed by the CA (mutual TLS)")
     tls.add_argument("--verify-outgoing", action="store_true",
                      help="check the certificate of every server this one connects to")
+    tls.add_argument("--verify-server-hostname", action="store_true",
+                     help="servers prove server.<datacenter>.<domain> in their certificates: "
+                          "only they may speak Raft and Internal.* (needs --verify-incoming, "
+                          "--verify-outgoing, --tls-ca, --tls-cert, --tls-key)")
+    tls.add_argument("--domain", default="consul",
+                     help="the domain of server certificates' names (default: consul)")
     tls.add_argument("--https-port", type=_port, default=None,
                      help="also serve the HTTP API over HTTPS on this port (0 picks one)")
     limits = parser.add_argument_group("limits")
@@ -125,8 +131,17 @@ def _security_config(ns: argparse.Namespace) -> tuple[TLSConfig, Limits]:
     """The TLS and limit flags, checked (ValueError names the bad one)."""
     if ns.https_port is not None and not ns.tls_cert:
         raise ValueError("--https-port needs --tls-cert and --tls-key")
+    if ns.verify_server_hostname:
+        missing = [flag for flag, value in [
+            ("--verify-incoming", ns.verify_incoming), ("--verify-outgoing", ns.verify_outgoing),
+            ("--tls-ca", ns.tls_ca), ("--tls-cert", ns.tls_cert), ("--tls-key", ns.tls_key)]
+            if not value]
+        if missing:
+            raise ValueError("--verify-server-hostname needs " + ", ".join(missing) +
+                             " (servers prove their names with certificates of the CA)")
     tls = TLSConfig(cert_file=ns.tls_cert, key_file=ns.tls_key, ca_file=ns.tls_ca,
-                    verify_incoming=ns.verify_incoming, verify_outgoing=ns.verify_outgoing)
+                    verify_incoming=ns.verify_incoming, verify_outgoing=ns.verify_outgoing,
+                    verify_server_hostname=ns.verify_server_hostname, domain=ns.domain)
     limits = Limits(http_max_body=ns.http_max_body, http_max_conns=ns.http_max_conns,
                     rpc_max_conns=ns.rpc_max_conns, rpc_max_frame=ns.rpc_max_frame,
                     max_blocking_per_client=ns.max_blocking_per_client,

@@ -335,6 +335,7 @@ class TCPTransport:
         max_first_frame: int = 0,
         cluster_id: str = "",
         auth_key: bytes = b"",
+        peer_check: Callable[[asyncio.StreamWriter], str] | None = None,
     ) -> None:
         if not local_id:
             raise ValueError("local_id must be a non-empty server id")
@@ -370,6 +371,7 @@ class TCPTransport:
         self._inbound: set[asyncio.Task[Any]] = set()
         self.cluster_id = cluster_id
         self.auth_key = auth_key  # --encrypt: peers prove it before their hello (auth.py)
+        self.peer_check = peer_check  # per connection: "" or why its peer may not speak Raft
         # Cluster ids named by hellos accepted while this server had none (a few).
         self.ids_heard: set[str] = set()
         # ... the one our own hellos name meanwhile (the last a known peer named): a server
@@ -519,6 +521,8 @@ class TCPTransport:
             if self.on_other_connection is not None and not is_hello(hello):
                 await self.on_other_connection(hello, reader, writer)
                 return
+            if self.peer_check is not None and (refused := self.peer_check(writer)):
+                raise FrameError(refused)  # e.g. not a server certificate (server/identity.py)
             sender, theirs = self._check_hello(hello, remote)
             self._hellos[task] = (theirs, writer)
             while True:

@@ -38,6 +38,9 @@ class Forwarder:
         self.pool = pool
         self._node = node
         self._address = address
+        # verify_server_hostname: another datacenter's servers name server.<it>.<domain>, so
+        # they are dialled with a context that checks that name (pykvs.server.tls).
+        self.wan_pools: dict[str, ConnectionPool] = {}
 
     def retrying(self, endpoint: Endpoint) -> Endpoint:
         """``endpoint`` run again while it raises Retry, up to the hold time."""
@@ -125,9 +128,10 @@ class Forwarder:
             raise RPCError(f"No path to datacenter {datacenter!r}")
         start = random.randrange(len(servers))
         failures = []
+        pool = self._pool_for(datacenter)
         for address in servers[start:] + servers[:start]:
             try:
-                return await self.pool.call(split_address(address), method, args)
+                return await pool.call(split_address(address), method, args)
             except ConnectionLost as exc:
                 if not read:
                     raise RPCError(f"connection to {address} in datacenter {datacenter} was "
@@ -136,6 +140,22 @@ class Forwarder:
             except OSError as exc:
                 failures.append(f"{address}: {exc}")
         raise RPCError(f"No path to datacenter {datacenter!r}: " + "; ".join(failures))
+
+    def _pool_for(self, datacenter: str) -> ConnectionPool:
+        tls = self.config.tls
+        if not tls.verify_server_hostname:
+            return self.pool
+        pool = self.wan_pools.get(datacenter)
+        if pool is None:
+            pool = self.wan_pools[datacenter] = ConnectionPool(
+                max_frame=self.pool.max_frame, ssl=tls.client_context(datacenter))
+        return pool
+
+    async def close(self) -> None:
+        """Close the connections to other datacenters (the main pool is the server's)."""
+        for pool in self.wan_pools.values():
+            await pool.close()
+        self.wan_pools.clear()
 
     def leader_address(self) -> str:
         """The leader's RPC address, "" when none is known."""

@@ -195,6 +195,7 @@ class RPCServer:
         small_request: int = SMALL_REQUEST,
     ) -> None:
         self.handlers = dict(handlers)
+        self.handlers_for: Callable[[asyncio.StreamWriter], Mapping[str, Handler]] | None = None
         self.read_timeout = read_timeout
         self.idle_timeout = idle_timeout
         self.small_request = small_request
@@ -324,6 +325,8 @@ class _Connection:
     def __init__(self, server: RPCServer, reader: asyncio.StreamReader,
                  writer: asyncio.StreamWriter, peer: Any) -> None:
         self.server = server
+        choose = server.handlers_for  # the table for this peer (server/identity.py), once
+        self.handlers = server.handlers if choose is None else choose(writer)
         self.reader = reader
         self.writer = writer
         self.peer = peer
@@ -413,7 +416,7 @@ class _Connection:
             return _CLOSED
 
     async def serve(self, already_read: list[Any]) -> None:
-        handlers = self.server.handlers
+        handlers = self.handlers
         while True:
             obj = await self._next_frame(already_read)
             if obj is _CLOSED:

@@ -57,6 +57,7 @@ from pykvs.server.datadir import DataDir
 from pykvs.server.endpoints import Endpoints, SavedSnapshots, to_wire
 from pykvs.server.formation import Formation
 from pykvs.server.forwarding import Forwarder
+from pykvs.server.identity import ServerIdentity
 from pykvs.server.leader import LeaderDuties
 from pykvs.server.limits import PerClientCounter
 from pykvs.server.rpc import ConnectionPool, RPCError, RPCServer
@@ -102,7 +103,10 @@ class Server:
         self.sessions = self.leader_duties.sessions
         self.tombstones = self.leader_duties.tombstones
         self.tls_server = config.tls.server_context()
-        self.pool = ConnectionPool(ssl=config.tls.client_context())
+        # verify_server_hostname: peers prove server.<dc>.<domain> (identity.py, tls.py).
+        self.identity = (ServerIdentity(config.tls, config.datacenter)
+                         if config.tls.verify_server_hostname else None)
+        self.pool = ConnectionPool(ssl=config.tls.client_context(config.datacenter))
         self.forwarder = Forwarder(config, self.pool, lambda: self.node, lambda: self.address)
         self.applies_here = self.forwarder.applies_here  # per fast write: no extra call
         self.reads_here = self.forwarder.reads_here
@@ -174,7 +178,8 @@ class Server:
                                # this backstop leaves room for the Raft links of 32 peers.
                                "max_inbound": cfg.limits.rpc_max_conns + 64,
                                "max_first_frame": cfg.limits.rpc_max_frame,
-                               "auth_key": cfg.encrypt_key},
+                               "auth_key": cfg.encrypt_key,
+                               "peer_check": self.identity and self.identity.raft_check},
         )
         await node.start()
         self.node = node
@@ -183,11 +188,14 @@ class Server:
 
     def _rpc_server(self, handlers: dict[str, Endpoint]) -> RPCServer:
         limits = self.config.limits
-        return RPCServer(handlers, max_frame=limits.rpc_max_frame,
-                         max_connections=limits.rpc_max_conns, blocking=self.blocking_rpc,
-                         uncounted=self._is_other_server_host, connection_errors=True,
-                         read_timeout=limits.rpc_read_timeout,
-                         idle_timeout=limits.rpc_idle_timeout)
+        rpc = RPCServer(handlers, max_frame=limits.rpc_max_frame,
+                        max_connections=limits.rpc_max_conns, blocking=self.blocking_rpc,
+                        uncounted=self._is_other_server_host, connection_errors=True,
+                        read_timeout=limits.rpc_read_timeout,
+                        idle_timeout=limits.rpc_idle_timeout)
+        if self.identity is not None:
+            rpc.handlers_for = self.identity.handlers_for(handlers)
+        return rpc
 
     def _is_other_server_host(self, host: str) -> bool:
         """Whether ``host`` runs another server of the cluster (its forwarded blocking
@@ -217,6 +225,7 @@ class Server:
         if self.node is not None:
             await self.node.close()
         await self.pool.close()
+        await self.forwarder.close()
         if self.storage is not None:
             self.storage.close()
 

@@ -12,6 +12,12 @@ outgoing ones.
 With a certificate and key set, the server's port speaks TLS only (no plaintext fallback).
 Outgoing connections always present the certificate when there is one, so a peer that
 verifies incoming connections accepts them.
+
+``verify_server_hostname`` (Consul's) adds server identity: a server's certificate names
+``server.<datacenter>.<domain>`` (``pykvs tls cert create -server -dc DC``). Connections a
+server opens to its peers then check that name, not only the chain (``client_context(dc)``),
+and the server port admits Raft and ``Internal.*`` only from a peer whose client certificate
+names it (pykvs.server.identity). It needs verify_incoming, verify_outgoing and ca_file.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from __future__ import annotations
 import ssl
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 # Refuse anything older: every peer is pykvs on a current Python.
 MIN_TLS_VERSION = ssl.TLSVersion.TLSv1_2
@@ -33,6 +40,8 @@ class TLSConfig:
     ca_file: str = ""
     verify_incoming: bool = False
     verify_outgoing: bool = False
+    verify_server_hostname: bool = False
+    domain: str = "consul"
 
     def __post_init__(self) -> None:
         if bool(self.cert_file) != bool(self.key_file):
@@ -43,6 +52,13 @@ class TLSConfig:
         if self.verify_incoming and not self.cert_file:
             raise ValueError("tls: verify_incoming needs cert_file and key_file (a server "
                              "without a certificate cannot serve TLS)")
+        if self.verify_server_hostname and not (
+                self.verify_incoming and self.verify_outgoing and self.cert_file):
+            raise ValueError("tls: verify_server_hostname needs verify_incoming, "
+                             "verify_outgoing, ca_file, cert_file and key_file (servers prove "
+                             "their name to each other with their certificates)")
+        if not self.domain.strip("."):
+            raise ValueError("tls: domain must not be empty")
         for name in ("cert_file", "key_file", "ca_file"):
             path = getattr(self, name)
             if path and not Path(path).is_file():
@@ -71,15 +87,48 @@ class TLSConfig:
         context.verify_mode = ssl.CERT_REQUIRED if self.verify_incoming else ssl.CERT_NONE
         return context
 
-    def client_context(self) -> ssl.SSLContext | None:
-        """The context for connections this process opens; None for plaintext."""
-        return _dial_context(self) if self.dials_tls else None
+    def server_name(self, datacenter: str) -> str:
+        """The name a server certificate of ``datacenter`` carries: ``server.dc1.consul``."""
+        return f"server.{datacenter}.{self.domain}"
+
+    def client_context(self, datacenter: str = "") -> ssl.SSLContext | None:
+        """The context for connections this process opens; None for plaintext. With
+        verify_server_hostname and a ``datacenter``, the peer's certificate must name
+        ``server.<datacenter>.<domain>`` (whatever address was dialled)."""
+        if not self.dials_tls:
+            return None
+        if self.verify_server_hostname and datacenter:
+            return _dial_context(self, self.server_name(datacenter))
+        return _dial_context(self)
 
 
-def _dial_context(config: TLSConfig) -> ssl.SSLContext:
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+class _NamedServerContext(ssl.SSLContext):
+    """A client context that checks one fixed name in every peer's certificate, whatever
+    host was dialled (asyncio passes the dialled host as ``server_hostname``)."""
+
+    expected_name = ""
+
+    def wrap_bio(self, incoming: ssl.MemoryBIO, outgoing: ssl.MemoryBIO,  # type: ignore[override]
+                 server_side: bool = False, server_hostname: str | None = None,
+                 session: ssl.SSLSession | None = None) -> ssl.SSLObject:
+        return super().wrap_bio(incoming, outgoing, server_side=server_side,
+                                server_hostname=self.expected_name, session=session)
+
+    def wrap_socket(self, sock: Any, *args: Any, **kwargs: Any) -> ssl.SSLSocket:
+        kwargs["server_hostname"] = self.expected_name
+        return super().wrap_socket(sock, *args, **kwargs)
+
+
+def _dial_context(config: TLSConfig, server_name: str = "") -> ssl.SSLContext:
+    if server_name:
+        named = _NamedServerContext(ssl.PROTOCOL_TLS_CLIENT)
+        named.expected_name = server_name
+        context: ssl.SSLContext = named
+    else:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     context.minimum_version = MIN_TLS_VERSION
-    context.check_hostname = False  # Consul's verify_outgoing: the chain, not the name
+    # Consul's verify_outgoing checks the chain, not the name; verify_server_hostname the name.
+    context.check_hostname = bool(server_name)
     if config.verify_outgoing:
         context.load_verify_locations(cafile=config.ca_file)
         context.verify_mode = ssl.CERT_REQUIRED
