@@ -217,3 +217,29 @@ def test_three_servers_with_server_certificates_form_serve_and_elect_after_a_lea
             await settled(survivors)
 
     run(scenario(), 120)
+
+
+def test_forwarding_across_datacenters_checks_that_datacenters_name(
+        certs: Certs, tmp_path: Path) -> None:
+    """WAN: dc1 forwards to a server presenting server.dc2.consul, and dc2's forwarded RPCs
+    (a dc2 server certificate on dc1's port) get the API; a server of dc1 named as dc2's is
+    refused at the handshake."""
+
+    async def scenario() -> None:
+        async with cluster_of(tmp_path) as cluster:
+            (dc1,) = await cluster.found(1, tls=certs.server_tls())
+            (dc2,) = await cluster.found(1, datacenter="dc2", tls=certs.server_tls("dc2"),
+                                         join_wan={"dc1": [dc1.address]})
+            dc1.config.join_wan = {"dc2": [dc2.address]}
+            via_dc1 = await tls_client(cluster, dc1, certs.client())
+            assert await via_dc1.put("where", b"dc2", dc="dc2")
+            assert dc2.state.kv_get(b"where")[1] is not None
+            via_dc2 = await tls_client(cluster, dc2, certs.client())
+            await exercise_every_endpoint(via_dc2, dc="dc1")
+            # dc1 is told that a server of its own datacenter is dc2's: the name is wrong.
+            (other,) = await cluster.found(1, datacenter="dc3", tls=certs.server_tls())
+            dc1.config.join_wan = {"dc2": [other.address]}
+            with pytest.raises(RPCError, match=r"No path to datacenter 'dc2'.*server\.dc2"):
+                await via_dc1.get("where", dc="dc2")
+
+    run(scenario(), 120)
