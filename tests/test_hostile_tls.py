@@ -16,6 +16,7 @@ import re
 import ssl
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -243,3 +244,54 @@ def test_forwarding_across_datacenters_checks_that_datacenters_name(
                 await via_dc1.get("where", dc="dc2")
 
     run(scenario(), 120)
+
+
+def test_the_agent_with_verify_server_hostname_serves_clients_and_refuses_them_internal(
+        certs: Certs, tmp_path: Path) -> None:
+    """``pykvs agent --verify-server-hostname --domain consul``, as a user runs it."""
+    cert, key = certs.pair("dc1-server-consul-0")
+    args = [sys.executable, "-m", "pykvs.cli", "agent", "--node", "a1", "--data-dir",
+            str(tmp_path / "a1"), "--rpc-port", "0", "--http-port", "0", "--tls-cert", cert,
+            "--tls-key", key, "--tls-ca", certs.ca, "--verify-incoming", "--verify-outgoing",
+            "--verify-server-hostname", "--domain", "consul"]
+    with open(tmp_path / "agent.log", "wb") as log:
+        proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=log)
+    try:
+        stdout = proc.stdout
+        assert stdout is not None
+        lines: list[bytes] = []  # the start-up line (b"" if the agent died), within 30 s
+        reader = threading.Thread(target=lambda: lines.append(stdout.readline()), daemon=True)
+        reader.start()
+        reader.join(30)
+        assert lines and lines[0], (tmp_path / "agent.log").read_text()
+        fields = dict(part.split("=", 1) for part in lines[0].decode().split())
+
+        async def scenario() -> None:
+            kv = await pykvs.connect_async(fields["rpc"], tls=certs.client())
+            try:
+                async def leads() -> bool:
+                    try:
+                        return bool(await kv.leader())
+                    except (RPCError, OSError):
+                        return False
+                deadline = asyncio.get_running_loop().time() + 30
+                while not await leads():
+                    assert asyncio.get_running_loop().time() < deadline, "no leader"
+                    await asyncio.sleep(0.05)
+                assert await kv.put("k", b"v")
+                with pytest.raises(RPCError, match="Permission denied"):
+                    await kv.call("Internal.Join", ROGUE_JOIN)
+            finally:
+                await kv.close()
+
+        run(scenario(), 60)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(20)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            if proc.stdout is not None:
+                proc.stdout.close()
