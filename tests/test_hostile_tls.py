@@ -11,6 +11,7 @@ the name ``server.dc1.consul``. No fixed sleeps: every wait is on a condition wi
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import re
 import ssl
@@ -287,11 +288,9 @@ def test_the_agent_with_verify_server_hostname_serves_clients_and_refuses_them_i
         run(scenario(), 60)
     finally:
         proc.terminate()
-        try:
+        with contextlib.suppress(subprocess.TimeoutExpired):
             proc.wait(20)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-            if proc.stdout is not None:
-                proc.stdout.close()
+        proc.kill()  # nothing once it has exited
+        proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()
