@@ -71,6 +71,8 @@ class RawRaft:
         """Whether the server closes the connection (it never writes on a Raft connection)."""
         try:
             return await asyncio.wait_for(self.reader.read(1), timeout) == b""
+        except TimeoutError:  # an OSError too: the server kept the connection open
+            return False
         except (ConnectionError, OSError):
             return True
 
