@@ -242,6 +242,9 @@ class RPCServer:
     async def _serve_connection(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
+        if self._closing:  # accepted before close(), handed over after (a late TLS handshake)
+            writer.close()
+            return
         await self.serve_connection(reader, writer)
 
     async def serve_handoff(
