@@ -9,11 +9,12 @@ import contextlib
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+from ports import free_ports
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 
@@ -22,16 +23,6 @@ def readme_block() -> str:
     text = README.read_text()
     section = text.split("## Running securely", 1)[1]
     return section.split("```sh\n", 1)[1].split("```", 1)[0]
-
-
-def free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
 
 
 def stop_group(pgid: int) -> None:
