@@ -14,7 +14,7 @@ import os
 import sys
 from typing import Any, NoReturn
 
-from pykvs.goformat import go_quote
+from pykvs.goformat import NS_PER_SECOND, DurationError, go_quote, parse_go_duration
 
 DEFAULT_HTTP_ADDR = "127.0.0.1:8500"
 ENV_ADDRESSES = ("PYKVS_HTTP_ADDR", "CONSUL_HTTP_ADDR")
@@ -46,6 +46,22 @@ def uint(text: str) -> int:
     if not text.isdigit() or int(text) >= 1 << 64:
         raise argparse.ArgumentTypeError(f"invalid value {go_quote(text)}: parse error")
     return int(text)
+
+
+def boolean(text: str) -> bool:
+    """The value of a ``bool`` flag given as ``-flag=VALUE`` (``1``, ``t``, ``true`` are true)."""
+    return text.lower() in ("1", "t", "true")
+
+
+def duration(text: str) -> float:
+    """The value of a ``time.Duration`` flag, in seconds (Go's syntax, not negative)."""
+    try:
+        ns = parse_go_duration(text)
+    except DurationError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    if ns < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is negative")
+    return ns / NS_PER_SECOND
 
 
 def http_flags(parser: argparse.ArgumentParser) -> None:

@@ -26,9 +26,8 @@ import time
 from typing import Any, TextIO
 
 from pykvs.cli.command import CommandError, positional, top_command
-from pykvs.cli.flags import flag
+from pykvs.cli.flags import boolean, duration, flag
 from pykvs.cli.http_client import HTTPClient, client_from
-from pykvs.goformat import NS_PER_SECOND, DurationError, parse_go_duration
 
 LOCK_FLAG = 0x2DDCCBC058A50C18  # Consul's api.LockFlagValue
 SEMAPHORE_FLAG = 0xE0F69A2BAA414DE0  # Consul's api.SemaphoreFlagValue
@@ -39,16 +38,6 @@ RETRY_SECONDS = 1.0  # after an acquire refused by lock-delay
 
 class LockLost(Exception):
     """The session or the lock is gone: stop the child."""
-
-
-def _seconds(text: str) -> float:
-    try:
-        ns = parse_go_duration(text)
-    except DurationError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-    if ns < 0:
-        raise argparse.ArgumentTypeError(f"{text!r} is negative")
-    return ns / NS_PER_SECOND
 
 
 class Holder:
@@ -278,14 +267,14 @@ def _lock_flags(p: argparse.ArgumentParser) -> None:
     flag(p, "name", default="", help="the session's name")
     flag(p, "child-exit-code", action="store_true",
          help="exit 2 when the child exits with an error (default: 0)")
-    flag(p, "shell", type=lambda v: v.lower() in ("1", "t", "true"), default=True,
+    flag(p, "shell", type=boolean, default=True,
          metavar="BOOL", help="run the child through /bin/sh -c (default true)")
     flag(p, "pass-stdin", action="store_true", help="give the child this command's stdin")
-    flag(p, "timeout", type=_seconds, default=0.0, metavar="DURATION",
+    flag(p, "timeout", type=duration, default=0.0, metavar="DURATION",
          help="give up acquiring after this long (default: wait forever)")
-    flag(p, "session-ttl", type=_seconds, default=15.0, metavar="DURATION",
+    flag(p, "session-ttl", type=duration, default=15.0, metavar="DURATION",
          help="the session's TTL (default 15s; pykvs's, beyond consul lock)")
-    flag(p, "lock-delay", type=_seconds, default=15.0, metavar="DURATION",
+    flag(p, "lock-delay", type=duration, default=15.0, metavar="DURATION",
          help="the session's lock-delay (default 15s; pykvs's, beyond consul lock)")
 
 

@@ -21,7 +21,7 @@ import time
 from typing import Any, TextIO
 
 from pykvs.cli.command import CommandError, positional, top_command
-from pykvs.cli.flags import flag
+from pykvs.cli.flags import boolean, flag
 from pykvs.cli.http_client import HTTPClient, client_from
 
 TYPES = ("key", "keyprefix")
@@ -120,7 +120,7 @@ def _watch_flags(p: argparse.ArgumentParser) -> None:
     flag(p, "type", default="", help="the view to watch: key or keyprefix")
     flag(p, "key", default="", help="the key (-type key)")
     flag(p, "prefix", default="", help="the prefix (-type keyprefix)")
-    flag(p, "shell", type=lambda v: v.lower() in ("1", "t", "true"), default=True,
+    flag(p, "shell", type=boolean, default=True,
          metavar="BOOL", help="run the handler through /bin/sh -c (default true)")
 
 
